@@ -1,0 +1,58 @@
+# The two commands a new machine needs (see README):
+#   make up     a complete local Airflow environment on local test hosts, with emulated AWS
+#   make test   every test: ansible-lint, ansible-test sanity, unit tests, molecule scenarios
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt | sha256sum | cut -c1-12)
+COLLECTION_LINK := .collections/ansible_collections/airstrip/airflow
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+LOCAL_ENV ?= local
+
+.PHONY: help venv up down test lint sanity unit molecule build bench-deploy
+
+help:
+	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
+	@echo "make down    tear the local environment down"
+	@echo "make test    run every test (lint, sanity, unit, molecule)"
+
+$(STAMP): requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+venv: $(STAMP) $(COLLECTION_LINK)
+
+up: venv
+	$(BIN)/python tests/harness/local_env.py up $(LOCAL_ENV)
+
+down: venv
+	$(BIN)/python tests/harness/local_env.py down $(LOCAL_ENV)
+
+test: lint sanity unit molecule
+
+lint: venv
+	$(BIN)/ansible-lint --profile production
+
+sanity: venv
+	bash tests/harness/sanity.sh
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+molecule: venv
+	$(BIN)/molecule test --all
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force
+
+bench-deploy: venv
+	$(BIN)/python bench/deploy.py

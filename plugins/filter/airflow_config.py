@@ -1,0 +1,32 @@
+# -*- coding: utf-8 -*-
+# Copyright: Airstrip developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+# Documentation for each filter is in its own <name>.yml beside this file.
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.airstrip.airflow.plugins.module_utils._config import (
+    config_option_errors,
+    config_sections,
+    fernet_key,
+)
+
+
+def _fernet_key(seed):
+    try:
+        return fernet_key(seed)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "config_option_errors": config_option_errors,
+            "config_sections": config_sections,
+            "fernet_key": _fernet_key,
+        }

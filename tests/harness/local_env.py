@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""The README's main job: a complete local Airflow environment on three local test hosts.
+
+  local_env.py up [ENV]    hosts + emulated AWS + playbooks/site.yml, then where the UI is
+  local_env.py down [ENV]  remove the hosts, their network and the emulated AWS
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS = ROOT / "tests" / "harness" / "testhosts.py"
+LAYOUT = [
+    "control:airflow_metadata_db,airflow_broker,airflow_scheduler,airflow_dag_processor,airflow_triggerer",
+    "web:airflow_webserver",
+    "worker:airflow_worker",
+]
+
+
+def main(argv: list[str]) -> int:
+    action = argv[0] if argv else "up"
+    env = argv[1] if len(argv) > 1 else "local"
+    if action == "down":
+        return subprocess.call([sys.executable, str(HARNESS), "down", env])
+    if action != "up":
+        print(__doc__, file=sys.stderr)
+        return 2
+    inventory = ROOT / "local" / env / "inventory.json"
+    rc = subprocess.call([sys.executable, str(HARNESS), "up", env, *LAYOUT, "--moto",
+                          "--inventory", str(inventory)], stdout=subprocess.DEVNULL)
+    if rc:
+        return rc
+    playbook = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+                str(ROOT / "playbooks" / "site.yml"), "-e", f"airstrip_env_name={env}"]
+    rc = subprocess.call(playbook, cwd=ROOT, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    if rc:
+        print(f"\nThe deploy failed (exit {rc}); the messages above name the problem. "
+              f"Run 'make up' again once it is fixed: it resumes where it stopped.", file=sys.stderr)
+        return rc
+    inv = json.loads(inventory.read_text())["all"]
+    web = inv["hosts"]["web"]["ansible_host"]
+    secrets = Path.home() / ".airstrip" / env / "secrets"
+    print(f"""
+Airflow is up ({env}): control, web and worker hosts on docker network airstrip-{env}.
+  UI and REST API: http://{web}:8080/
+  user:            admin
+  password:        in {secrets}/admin_password  (cat it; every generated secret is in that folder)
+  emulated AWS:    {inv['vars']['airstrip_test_aws_endpoint']}
+  inventory:       {inventory}
+  SSH to a host:   ssh -i {inv['vars']['ansible_ssh_private_key_file']} root@{web}
+Tear it down with: make down""")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
