@@ -160,7 +160,7 @@ for u in systemd-udevd.service systemd-udev-trigger.service getty@tty1.service \
   ln -sf /dev/null etc/systemd/system/$u
 done
 echo 'UseDNS no' > etc/ssh/sshd_config.d/airstrip-test.conf
-rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/*
+rm -rf var/cache/apt/archives/*.deb
 """
 
 
