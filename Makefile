@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt | sha256sum | cut -c1-12)
 COLLECTION_LINK := .collections/ansible_collections/airstrip/airflow
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# molecule writes its own ansible.cfg; the variable reaches every ansible run.
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LOCAL_ENV ?= local
 

@@ -1,0 +1,218 @@
+"""What a deployed Airstrip environment must be, checked on the real hosts.
+
+Shared by every cluster scenario: what each host should run comes from its inventory
+groups, so the same checks hold for three hosts and for all-in-one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import socket
+import stat
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+testinfra_hosts = RUNNER.get_hosts("all")
+
+COMPONENTS = {
+    "scheduler": "airflow_scheduler",
+    "dag-processor": "airflow_dag_processor",
+    "triggerer": "airflow_triggerer",
+    "api-server": "airflow_webserver",
+    "celery-worker": "airflow_worker",
+}
+ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
+SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
+DAG_ID = "airstrip_e2e"
+DAG = f'''
+from datetime import datetime
+import socket
+
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="{DAG_ID}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def airstrip_e2e():
+    @task
+    def where():
+        return socket.gethostname()
+
+    @task
+    def check(host):
+        assert host, "no hostname"
+        return host
+
+    check(where())
+
+
+airstrip_e2e()
+'''
+
+
+def groups_of(name: str) -> list[str]:
+    return RUNNER.get_variables(name).get("group_names", [])
+
+
+def hosts_in(group: str) -> list[str]:
+    return RUNNER.get_hosts(group)
+
+
+def address(name: str) -> str:
+    return RUNNER.get_variables(name)["ansible_host"]
+
+
+def test_components_run_exactly_where_their_group_says(host):
+    name = host.backend.get_hostname()
+    for component, group in COMPONENTS.items():
+        service = host.service(f"airflow-{component}")
+        if group in groups_of(name):
+            assert service.is_running, f"airflow-{component} not running on {name}"
+            assert service.is_enabled, f"airflow-{component} not enabled on {name}"
+            pid = host.check_output(f"systemctl show -p MainPID --value airflow-{component}")
+            user = host.check_output(f"ps -o user= -p {pid}")
+            assert user == "airflow", f"airflow-{component} runs as {user}"
+        else:
+            assert not host.file(f"/etc/systemd/system/airflow-{component}.service").exists
+
+
+def test_database_and_broker_services(host):
+    name = host.backend.get_hostname()
+    groups = groups_of(name)
+    if "airflow_metadata_db" in groups:
+        assert host.service("postgresql").is_running
+        assert host.socket(f"tcp://{address(name)}:5432").is_listening
+        assert not host.socket("tcp://0.0.0.0:5432").is_listening
+    if "airflow_broker" in groups:
+        assert host.service("redis-server").is_running
+        assert host.socket(f"tcp://{address(name)}:6379").is_listening
+        assert not host.socket("tcp://0.0.0.0:6379").is_listening
+
+
+def test_secret_files_are_private(host):
+    name = host.backend.get_hostname()
+    if not set(groups_of(name)) & set(COMPONENTS.values()):
+        pytest.skip("no Airflow component on this host")
+    for path in ("/etc/airflow/airflow.cfg", "/var/lib/airflow/passwords.json"):
+        f = host.file(path)
+        assert f.mode == 0o600, f"{path} is {oct(f.mode)}"
+        assert f.user == "airflow"
+    if "airflow_broker" in groups_of(name):
+        assert host.file("/etc/redis/airstrip.conf").mode == 0o600
+
+
+def test_controller_keeps_secrets_private():
+    assert stat.S_IMODE(SECRETS.stat().st_mode) == 0o700
+    files = sorted(SECRETS.iterdir())
+    assert files, "no secrets generated"
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+# ---------------------------------------------------------------- reachability
+PG_PROBE = r"""
+import socket, struct, sys
+s = socket.create_connection((sys.argv[1], 5432), timeout=5)
+body = struct.pack("!i", 196608) + b"user\0airflow\0database\0airflow\0\0"
+s.sendall(struct.pack("!i", len(body) + 4) + body)
+data = s.recv(4096)
+print(data[:1].decode() + ":" + data[5:].decode("latin1").replace("\0", " "))
+"""
+REDIS_PROBE = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 6379), timeout=5)
+s.sendall(b"PING\r\n")
+print(s.recv(200).decode().strip())
+"""
+
+
+def probe(host, script: str, target: str) -> str:
+    return host.check_output(f"python3 -c {shlex.quote(script)} {target}")
+
+
+@pytest.mark.parametrize("outsider", RUNNER.get_hosts("outsiders") or ["none"])
+def test_database_and_broker_refuse_hosts_outside_the_environment(outsider):
+    if outsider == "none":
+        pytest.skip("scenario has no host outside the environment")
+    out = testinfra.get_host(f"ansible://{outsider}?ansible_inventory={INVENTORY}")
+    db = address(hosts_in("airflow_metadata_db")[0])
+    broker = address(hosts_in("airflow_broker")[0])
+    reply = probe(out, PG_PROBE, db)
+    assert reply.startswith("E:") and "pg_hba.conf" in reply, reply
+    assert "NOAUTH" in probe(out, REDIS_PROBE, broker)
+    # A member of the environment is admitted to authenticate.
+    member = testinfra.get_host(f"ansible://{hosts_in('airflow_worker')[0]}?ansible_inventory={INVENTORY}")
+    assert probe(member, PG_PROBE, db).startswith("R:")
+
+
+# ---------------------------------------------------------------- end to end
+class Api:
+    def __init__(self, base: str, user: str, password: str):
+        self.base = base
+        body = json.dumps({"username": user, "password": password}).encode()
+        req = urllib.request.Request(f"{base}/auth/token", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            self.token = json.loads(resp.read())["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        req = urllib.request.Request(
+            f"{self.base}/api/v2{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+def wait_for(what: str, func, timeout: float = 240, every: float = 3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = func()
+            if last:
+                return last
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+@pytest.fixture(scope="module")
+def api():
+    for name in set(hosts_in("airflow_dag_processor") + hosts_in("airflow_worker")):
+        h = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+        dest = f"/var/lib/airflow/dags/{DAG_ID}.py"
+        encoded = base64.b64encode(DAG.encode()).decode()
+        h.check_output(f"echo {encoded} | base64 -d > {dest}.tmp && chown airflow:airflow {dest}.tmp"
+                       f" && mv {dest}.tmp {dest}")
+    web = address(hosts_in("airflow_webserver")[0])
+    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
+
+
+def test_a_dag_runs_to_success_on_the_worker(api):
+    wait_for("the DAG to be parsed", lambda: api.call("GET", f"/dags/{DAG_ID}"))
+    api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    run = api.call("POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None})
+    run_id = run["dag_run_id"]
+
+    def finished():
+        state = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    assert wait_for("the DAG run to finish", finished) == "success"
+    tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert {ti["task_id"] for ti in tis} == {"where", "check"}
+    workers = set(hosts_in("airflow_worker"))
+    for ti in tis:
+        assert ti["state"] == "success"
+        assert ti["hostname"].split(".")[0] in workers, f"{ti['task_id']} ran on {ti['hostname']}"
