@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Airstrip developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pure logic for Airflow configuration options: validation and derived secrets.
 
 Private to the collection; no Ansible imports, so plain pytest reaches it.

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: Airstrip developers
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,7 +16,8 @@ description:
     scheduler, triggerer and DAG processor all report C(healthy), or the time runs out.
   - On timeout it fails and names the unhealthy components, as Airstrip component names
     (the systemd unit is C(airflow-<component>)), in RV(unhealthy).
-author: Airstrip developers
+author:
+  - Airstrip developers (@airstrip)
 options:
   url:
     description: Base URL of the api-server, such as C(http://10.0.0.5:8080).
@@ -46,6 +47,7 @@ attributes:
     description: Only reads; runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is no diff.
 """
 
 EXAMPLES = r"""

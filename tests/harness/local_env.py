@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The README's main job: a complete local Airflow environment on three local test hosts.
 
   local_env.py up [ENV]    hosts + emulated AWS + playbooks/site.yml, then where the UI is

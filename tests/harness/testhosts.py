@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Local test hosts for Airstrip: systemd containers reached over SSH, plus emulated AWS.
 
 Subcommands:
@@ -115,7 +114,7 @@ def cmd_engine(_args: argparse.Namespace) -> None:
     log("starting dockerd")
     with open(log_path, "ab") as out:
         subprocess.Popen(["dockerd"], stdout=out, stderr=out, start_new_session=True)  # noqa: S603
-    for _ in range(60):
+    for _attempt in range(60):
         if engine_ok():
             return
         time.sleep(1)
@@ -300,7 +299,7 @@ def cmd_up(args: argparse.Namespace) -> None:
 def write_inventory(path: Path, specs: list[str], instances: list[dict], key: Path, net: dict) -> None:
     groups: dict[str, list[str]] = {}
     for spec in specs:
-        host, _, grp = spec.partition(":")
+        host, _sep, grp = spec.partition(":")
         for g in filter(None, grp.split(",")):
             groups.setdefault(g, []).append(host)
     inv = {"all": {

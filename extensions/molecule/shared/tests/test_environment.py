@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shlex
-import socket
 import stat
 import time
 import urllib.error
@@ -36,7 +35,6 @@ SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
 DAG_ID = "airstrip_e2e"
 DAG = f'''
 from datetime import datetime
-import socket
 
 from airflow.sdk import dag, task
 

@@ -1,0 +1,76 @@
+"""Bad input stops the deploy on the controller, naming the problem, before any host is touched.
+
+Runs playbooks/site.yml against the scenario's own, already deployed, hosts with one
+mistake at a time, and checks that nothing on the hosts changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+import yaml
+
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+SITE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "site.yml"
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(str(INVENTORY))
+
+
+def fingerprint() -> dict[str, str]:
+    """What the deploy would change on each host, read without changing anything."""
+    out = {}
+    for name in RUNNER.get_hosts("all"):
+        host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+        out[name] = host.check_output(
+            "sha256sum /etc/airflow/airflow.cfg /etc/systemd/system/airflow-*.service 2>/dev/null; "
+            "stat -c %Y /etc/airflow/airflow.cfg 2>/dev/null || true")
+    return out
+
+
+def deploy(tmp_path: Path, extra: dict, drop_group: str | None = None) -> subprocess.CompletedProcess:
+    inv_dir = tmp_path / "inventory"
+    shutil.copytree(INVENTORY.parent, inv_dir)
+    inv_file = inv_dir / INVENTORY.name
+    if drop_group:
+        data = yaml.safe_load(inv_file.read_text())
+        data.pop(drop_group, None)
+        inv_file.write_text(yaml.safe_dump(data))
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv_dir), str(SITE),
+           "-e", json.dumps(extra)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+CASES = {
+    "no scheduler host": ({}, "airflow_scheduler", "No host in inventory group(s) airflow_scheduler"),
+    "unknown Airflow version": ({"airflow_version": "3.9.9"}, None,
+                                "airflow_version 3.9.9 does not exist on the package index"),
+    "not an Airflow 3 version": ({"airflow_version": "latest"}, None,
+                                 "airflow_version 'latest' is not an Airflow 3 release number"),
+    "malformed configuration option": ({"airflow_config_options": {"Core Parallelism": "3"}}, None,
+                                       "airflow_config_options['Core Parallelism']: key must be 'section.option'"),
+    "option Airstrip owns": ({"airflow_config_options": {"core.executor": "LocalExecutor"}}, None,
+                             "airflow_config_options['core.executor']: Airstrip sets this option itself"),
+}
+
+
+@pytest.fixture(scope="module")
+def before():
+    return fingerprint()
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input_stops_before_any_host(case, tmp_path, before):
+    extra, drop, message = CASES[case]
+    result = deploy(tmp_path, extra, drop)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    assert "PLAY [Metadata database]" not in output
+    assert "Traceback" not in output
+    assert fingerprint() == before, "a host was changed"
