@@ -50,7 +50,7 @@ def main() -> None:
             subprocess.run([*HARNESS, "down", ENV], check=True)
             subprocess.run([*HARNESS, "up", ENV, *LAYOUT, "--inventory", str(inventory)],
                            check=True, stdout=subprocess.DEVNULL)
-            t_cold, _ = deploy(inventory)
+            t_cold, _changed = deploy(inventory)
             t_noop, changed = deploy(inventory)
             cold.append(t_cold)
             noop.append(t_noop)

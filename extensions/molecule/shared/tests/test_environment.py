@@ -214,3 +214,11 @@ def test_a_dag_runs_to_success_on_the_worker(api):
     for ti in tis:
         assert ti["state"] == "success"
         assert ti["hostname"].split(".")[0] in workers, f"{ti['task_id']} ran on {ti['hostname']}"
+
+
+def test_emulated_aws_answers_the_controller_and_every_host(host):
+    gateway = address(host.backend.get_hostname()).rsplit(".", 1)[0] + ".1"
+    endpoint = f"http://{gateway}:5000"
+    with urllib.request.urlopen(endpoint, timeout=10) as resp:
+        assert resp.status == 200
+    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {endpoint}/") == "200"

@@ -1,0 +1,528 @@
+# -*- coding: utf-8 -*-
+# Copyright: Airstrip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The environment spec: validation and normalisation, with MWAA's meaning.
+
+Accepts Airstrip's snake_case YAML, and, unchanged, MWAA's CamelCase shapes: a
+CreateEnvironment / UpdateEnvironment request body, or the output of
+`aws mwaa get-environment` (with or without its "Environment" wrapper). Returns the
+normalised environment, or every problem found, one message each, naming the field by its
+path in the document. Pure: no Ansible imports, so plain pytest reaches it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import ipaddress
+import re
+
+from ansible_collections.airstrip.airflow.plugins.module_utils._config import config_option_errors
+
+NAME = re.compile(r"^[A-Za-z][0-9A-Za-z_-]{0,79}$")
+VERSION = re.compile(r"^3\.\d+\.\d+$")
+WINDOW = re.compile(r"^(MON|TUE|WED|THU|FRI|SAT|SUN):([01]\d|2[0-3]):(00|30)$")
+BUCKET_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+ACCESS_MODES = ("PUBLIC_ONLY", "PRIVATE_ONLY")
+ENDPOINT_MANAGEMENT = ("CUSTOMER", "SERVICE")
+TARGETS = ("aws", "onprem")
+SECRETS_BACKENDS = ("none", "aws_secrets_manager")
+MAX_TAGS = 50
+
+# Environment classes, as MWAA documents them: Celery worker concurrency, default scheduler
+# count, DAG-processor parsing processes, and vCPU / memory (GiB) per component.
+CLASSES = {
+    "mw1.micro": {"worker_concurrency": 3, "schedulers": 1, "webservers": 1, "parsing_processes": 1,
+                  "vcpu": 1, "memory_gib": 3},
+    "mw1.small": {"worker_concurrency": 5, "schedulers": 2, "webservers": 2, "parsing_processes": 1,
+                  "vcpu": 1, "memory_gib": 2},
+    "mw1.medium": {"worker_concurrency": 10, "schedulers": 2, "webservers": 2, "parsing_processes": 3,
+                   "vcpu": 2, "memory_gib": 4},
+    "mw1.large": {"worker_concurrency": 20, "schedulers": 2, "webservers": 2, "parsing_processes": 7,
+                  "vcpu": 4, "memory_gib": 8},
+    "mw1.xlarge": {"worker_concurrency": 40, "schedulers": 2, "webservers": 2, "parsing_processes": 15,
+                   "vcpu": 8, "memory_gib": 24},
+    "mw1.2xlarge": {"worker_concurrency": 80, "schedulers": 2, "webservers": 2, "parsing_processes": 31,
+                    "vcpu": 16, "memory_gib": 48},
+}
+LOG_COMPONENTS = {
+    # snake_case key: MWAA key
+    "dag_processing": "DagProcessingLogs",
+    "scheduler": "SchedulerLogs",
+    "task": "TaskLogs",
+    "webserver": "WebserverLogs",
+    "worker": "WorkerLogs",
+}
+
+# MWAA CamelCase -> our snake_case, for the top level.
+MWAA_FIELDS = {
+    "Name": "name",
+    "AirflowVersion": "airflow_version",
+    "EnvironmentClass": "environment_class",
+    "MinWorkers": "min_workers",
+    "MaxWorkers": "max_workers",
+    "Schedulers": "schedulers",
+    "MinWebservers": "min_webservers",
+    "MaxWebservers": "max_webservers",
+    "AirflowConfigurationOptions": "airflow_configuration_options",
+    "WebserverAccessMode": "webserver_access_mode",
+    "KmsKey": "kms_key",
+    "WeeklyMaintenanceWindowStart": "weekly_maintenance_window_start",
+    "EndpointManagement": "endpoint_management",
+    "Tags": "tags",
+    "ExecutionRoleArn": "execution_role_arn",
+}
+MWAA_SOURCE = {
+    "SourceBucketArn": "bucket_arn",
+    "DagS3Path": "dag_s3_path",
+    "PluginsS3Path": "plugins_s3_path",
+    "PluginsS3ObjectVersion": "plugins_s3_object_version",
+    "RequirementsS3Path": "requirements_s3_path",
+    "RequirementsS3ObjectVersion": "requirements_s3_object_version",
+    "StartupScriptS3Path": "startup_script_s3_path",
+    "StartupScriptS3ObjectVersion": "startup_script_s3_object_version",
+}
+# Fields of get-environment's output that describe MWAA's state, not the environment.
+MWAA_IGNORED = frozenset([
+    "Arn", "Status", "CreatedAt", "ServiceRoleArn", "LastUpdate", "WebserverUrl", "WebserverVpcEndpointService",
+    "DatabaseVpcEndpointService", "CeleryExecutorQueue", "AirflowVersionHistory", "ClientToken",
+    "MaxWebserversDetail", "EnvironmentStatus",
+])
+
+TOP_FIELDS = frozenset(["name", "airflow_version", "environment_class", "min_workers", "max_workers", "schedulers",
+                        "min_webservers", "max_webservers", "airflow_configuration_options", "source", "logging",
+                        "webserver_access_mode", "kms_key", "network", "weekly_maintenance_window_start",
+                        "endpoint_management", "tags", "execution_role_arn", "airstrip",
+                        "worker_concurrency", "parsing_processes", "resources"])
+# Options the class sets by default; an explicit option (or field) wins, and moves into its field.
+CLASS_OPTIONS = {"celery.worker_concurrency": "worker_concurrency",
+                 "dag_processor.parsing_processes": "parsing_processes"}
+SOURCE_FIELDS = frozenset(["bucket", "bucket_arn", "dag_s3_path", "plugins_s3_path", "plugins_s3_object_version",
+                           "requirements_s3_path", "requirements_s3_object_version", "startup_script_s3_path",
+                           "startup_script_s3_object_version", "endpoint_url", "region"])
+NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_cidr", "subnet_cidrs",
+                            "availability_zones", "ui_allowed_cidrs"])
+AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region"])
+DEFAULT_VERSION = "3.3.2"
+
+
+class SpecError(Exception):
+    """Raised with every problem of a spec at once."""
+
+    def __init__(self, errors):
+        super(SpecError, self).__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def from_mwaa(doc):
+    """Turn an MWAA CamelCase document into snake_case; unknown CamelCase keys are kept as is
+    so that they are reported. Returns (snake_doc, paths) where paths maps our field names to
+    the name the user wrote, for messages."""
+    if "Environment" in doc and isinstance(doc["Environment"], dict) and len(doc) == 1:
+        doc = doc["Environment"]
+        prefix = "Environment."
+    else:
+        prefix = ""
+    out, paths = {}, {}
+    source = {}
+    for key, value in doc.items():
+        if key in MWAA_IGNORED:
+            continue
+        if key in MWAA_FIELDS:
+            out[MWAA_FIELDS[key]] = value
+            paths[MWAA_FIELDS[key]] = prefix + key
+        elif key in MWAA_SOURCE:
+            source[MWAA_SOURCE[key]] = value
+            paths["source." + MWAA_SOURCE[key]] = prefix + key
+        elif key == "LoggingConfiguration":
+            paths["logging"] = prefix + key
+            if isinstance(value, dict):
+                logging = {}
+                back = dict((v, k) for k, v in LOG_COMPONENTS.items())
+                for comp, conf in value.items():
+                    name = back.get(comp, comp)
+                    paths["logging." + name] = "%s%s.%s" % (prefix, key, comp)
+                    if isinstance(conf, dict):
+                        entry = {}
+                        for ck, cv in conf.items():
+                            if ck == "Enabled":
+                                entry["enabled"] = cv
+                            elif ck == "LogLevel":
+                                entry["level"] = cv
+                            elif ck == "CloudWatchLogGroupArn":
+                                continue
+                            else:
+                                entry[ck] = cv
+                            paths["logging.%s.%s" % (name, {"Enabled": "enabled", "LogLevel": "level"}.get(ck, ck))] = \
+                                "%s%s.%s.%s" % (prefix, key, comp, ck)
+                        logging[name] = entry
+                    else:
+                        logging[name] = conf
+                out["logging"] = logging
+            else:
+                out["logging"] = value
+        elif key == "NetworkConfiguration":
+            paths["network"] = prefix + key
+            if isinstance(value, dict):
+                net = {}
+                for nk, nv in value.items():
+                    snake = {"SubnetIds": "subnet_ids", "SecurityGroupIds": "security_group_ids"}.get(nk, nk)
+                    net[snake] = nv
+                    paths["network." + snake] = "%s%s.%s" % (prefix, key, nk)
+                out["network"] = net
+            else:
+                out["network"] = value
+        else:
+            out[key] = value
+            paths[key] = prefix + key
+    if source:
+        out["source"] = source
+    return out, paths
+
+
+def looks_like_mwaa(doc):
+    if "Environment" in doc and len(doc) == 1:
+        return True
+    return any(k in doc for k in ("Name", "AirflowVersion", "EnvironmentClass", "SourceBucketArn", "DagS3Path"))
+
+
+class _Checker(object):
+    def __init__(self, paths):
+        self.paths = paths
+        self.errors = []
+
+    def where(self, field):
+        return self.paths.get(field, field)
+
+    def error(self, field, message):
+        self.errors.append("%s: %s" % (self.where(field), message))
+
+    def unknown(self, doc, allowed, prefix=""):
+        for key in sorted(doc, key=str):
+            if key not in allowed:
+                self.error(prefix + str(key), "unknown field; valid fields here: %s" % ", ".join(sorted(allowed)))
+
+    def integer(self, doc, field, low, high, default=None):
+        value = doc.get(field, default)
+        if value is None:
+            return None
+        if not _is_int(value) or not low <= value <= high:
+            self.error(field, "must be a whole number from %d to %d, got %r" % (low, high, value))
+            return None
+        return value
+
+    def choice(self, doc, field, choices, default=None, prefix=""):
+        value = doc.get(field, default)
+        if value is None:
+            return None
+        if value not in choices:
+            self.error(prefix + field, "must be one of %s, got %r" % (", ".join(choices), value))
+            return None
+        return value
+
+    def string(self, doc, field, pattern=None, hint="", default=None, prefix=""):
+        value = doc.get(field, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+            self.error(prefix + field, "%s, got %r" % (hint or "must be a string", value))
+            return None
+        return value
+
+    def boolean(self, doc, field, default=None, prefix=""):
+        value = doc.get(field, default)
+        if not isinstance(value, bool):
+            self.error(prefix + field, "must be true or false, got %r" % (value,))
+            return None
+        return value
+
+
+def _check_logging(c, logging):
+    out = {}
+    if logging is None:
+        logging = {}
+    if not isinstance(logging, dict):
+        c.error("logging", "must be a mapping of %s to {enabled, level}" % ", ".join(LOG_COMPONENTS))
+        return out
+    c.unknown(logging, LOG_COMPONENTS, "logging.")
+    for comp in LOG_COMPONENTS:
+        conf = logging.get(comp, {})
+        prefix = "logging.%s." % comp
+        if conf is None:
+            conf = {}
+        if not isinstance(conf, dict):
+            c.error("logging." + comp, "must be a mapping with enabled and level")
+            continue
+        c.unknown(conf, ("enabled", "level"), prefix)
+        enabled = c.boolean(conf, "enabled", default=True, prefix=prefix)
+        level = c.choice(conf, "level", LEVELS, default="INFO", prefix=prefix)
+        out[comp] = {"enabled": enabled, "level": level}
+    return out
+
+
+def _check_source(c, source):
+    if source is None:
+        return None
+    if not isinstance(source, dict):
+        c.error("source", "must be a mapping with bucket (or bucket_arn) and dag_s3_path")
+        return None
+    c.unknown(source, SOURCE_FIELDS, "source.")
+    out = {}
+    bucket = None
+    if "bucket_arn" in source:
+        arn = source["bucket_arn"]
+        m = BUCKET_ARN.match(arn) if isinstance(arn, str) else None
+        if not m:
+            c.error("source.bucket_arn", "must be an S3 bucket ARN such as arn:aws:s3:::my-bucket, got %r" % (arn,))
+        else:
+            bucket = m.group(1)
+    if "bucket" in source:
+        b = c.string(source, "bucket", BUCKET, "must be an S3 bucket name (3-63 lower-case letters, digits, '.', '-')",
+                     prefix="source.")
+        if b and bucket and b != bucket:
+            c.error("source.bucket", "names %r but bucket_arn names %r: give one of them" % (b, bucket))
+        bucket = bucket or b
+    if bucket is None and "bucket" not in source and "bucket_arn" not in source:
+        c.error("source.bucket", "is required when source is given (or give bucket_arn)")
+    out["bucket"] = bucket
+    dag_path = source.get("dag_s3_path")
+    if dag_path is None:
+        c.error("source.dag_s3_path", "is required when source is given, such as 'dags'")
+    elif not isinstance(dag_path, str) or not dag_path.strip("/") or dag_path.startswith("/"):
+        c.error("source.dag_s3_path", "must be a relative prefix in the bucket such as 'dags', got %r" % (dag_path,))
+    else:
+        out["dag_s3_path"] = dag_path.strip("/")
+    for kind in ("plugins", "requirements", "startup_script"):
+        path_key, ver_key = "%s_s3_path" % kind, "%s_s3_object_version" % kind
+        path = source.get(path_key)
+        version = source.get(ver_key)
+        if path is not None and (not isinstance(path, str) or not path or path.startswith("/")):
+            c.error("source." + path_key, "must be an object key in the bucket such as 'plugins.zip', got %r" % (path,))
+            path = None
+        if version is not None:
+            if not isinstance(version, str) or not version:
+                c.error("source." + ver_key, "must be an S3 object version id (a string), got %r" % (version,))
+                version = None
+            elif path is None and path_key not in source:
+                c.error("source." + ver_key, "is given without %s: give the object's key too" % path_key)
+        out[path_key] = path
+        out[ver_key] = version
+    if out["plugins_s3_path"] and not out["plugins_s3_path"].endswith(".zip"):
+        c.error("source.plugins_s3_path", "must name a .zip file, got %r" % (out["plugins_s3_path"],))
+    out["endpoint_url"] = c.string(source, "endpoint_url", re.compile(r"^https?://[^\s/]+"),
+                                   "must be an http(s) URL", prefix="source.")
+    out["region"] = c.string(source, "region", re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"),
+                             "must be an AWS region such as eu-west-1", prefix="source.")
+    return out
+
+
+def _check_cidrs(c, field, values, prefix="network."):
+    """Parse a list of CIDRs; returns one entry per value, None where it is not a CIDR."""
+    if not isinstance(values, list):
+        c.error(prefix + field, "must be a list of CIDRs such as 10.0.1.0/24")
+        return []
+    nets = []
+    for i, value in enumerate(values):
+        try:
+            nets.append(ipaddress.ip_network(value, strict=True))
+        except (TypeError, ValueError):
+            nets.append(None)
+            c.error("%s%s[%d]" % (prefix, field, i), "must be a CIDR such as 10.0.1.0/24, got %r" % (value,))
+    return nets
+
+
+def _check_network(c, network):
+    if network is None:
+        return None
+    if not isinstance(network, dict):
+        c.error("network", "must be a mapping (subnet_ids and security_group_ids, or vpc_cidr and subnet_cidrs)")
+        return None
+    c.unknown(network, NETWORK_FIELDS, "network.")
+    out = {}
+    for field, pattern, hint in (("subnet_ids", re.compile(r"^subnet-[0-9a-f]{8,17}$"), "subnet-0123abcd"),
+                                 ("security_group_ids", re.compile(r"^sg-[0-9a-f]{8,17}$"), "sg-0123abcd")):
+        values = network.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values:
+            c.error("network." + field, "must be a non-empty list of ids such as %s" % hint)
+            continue
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not pattern.match(v):
+                c.error("network.%s[%d]" % (field, i), "must be an id such as %s, got %r" % (hint, v))
+        out[field] = values
+    if "subnet_ids" in out and len(out["subnet_ids"]) < 2:
+        c.error("network.subnet_ids", "needs two private subnets in two availability zones, as MWAA does")
+    if network.get("vpc_id") is not None:
+        out["vpc_id"] = c.string(network, "vpc_id", re.compile(r"^vpc-[0-9a-f]{8,17}$"),
+                                 "must be a VPC id such as vpc-0123abcd", prefix="network.")
+    vpc = None
+    if network.get("vpc_cidr") is not None:
+        vpc = _check_cidrs(c, "vpc_cidr", [network["vpc_cidr"]])[0]
+        out["vpc_cidr"] = network["vpc_cidr"] if vpc else None
+    if network.get("subnet_cidrs") is not None:
+        subnets = _check_cidrs(c, "subnet_cidrs", network["subnet_cidrs"])
+        for i, a in enumerate(subnets):
+            if vpc is not None and a is not None and not (a.version == vpc.version and a.subnet_of(vpc)):
+                c.error("network.subnet_cidrs[%d]" % i, "%s is not inside vpc_cidr %s" % (a, vpc))
+            for j in range(i + 1, len(subnets)):
+                b = subnets[j]
+                if a is not None and b is not None and a.version == b.version and a.overlaps(b):
+                    c.error("network.subnet_cidrs[%d]" % j, "%s overlaps subnet_cidrs[%d] %s" % (b, i, a))
+        out["subnet_cidrs"] = network["subnet_cidrs"]
+    if network.get("availability_zones") is not None:
+        zones = network["availability_zones"]
+        if not isinstance(zones, list) or len(set(z for z in zones if isinstance(z, str))) < 2:
+            c.error("network.availability_zones", "needs at least two different availability zones, got %r" % (zones,))
+        out["availability_zones"] = zones
+    if network.get("ui_allowed_cidrs") is not None:
+        _check_cidrs(c, "ui_allowed_cidrs", network["ui_allowed_cidrs"])
+        out["ui_allowed_cidrs"] = network["ui_allowed_cidrs"]
+    return out
+
+
+def _check_airstrip(c, section):
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        c.error("airstrip", "must be a mapping (target, hosts, broker, database, secrets_backend, worker_queues)")
+        return {"target": "onprem"}
+    c.unknown(section, AIRSTRIP_FIELDS, "airstrip.")
+    out = {
+        "target": c.choice(section, "target", TARGETS, default="onprem", prefix="airstrip."),
+        "secrets_backend": c.choice(section, "secrets_backend", SECRETS_BACKENDS, default="none", prefix="airstrip."),
+    }
+    hosts = section.get("hosts", {})
+    if not isinstance(hosts, dict):
+        c.error("airstrip.hosts", "must map inventory groups to host lists")
+        hosts = {}
+    out["hosts"] = hosts
+    broker = section.get("broker", {"type": "redis"})
+    if not isinstance(broker, dict) or broker.get("type", "redis") not in ("redis", "sqs"):
+        c.error("airstrip.broker", "must be {type: redis} or {type: sqs}, got %r" % (broker,))
+        broker = {"type": "redis"}
+    out["broker"] = dict(broker, type=broker.get("type", "redis"))
+    database = section.get("database", {"type": "postgresql"})
+    if not isinstance(database, dict) or database.get("type", "postgresql") not in ("postgresql", "external"):
+        c.error("airstrip.database", "must be {type: postgresql} or {type: external, url: ...}, got %r" % (database,))
+        database = {"type": "postgresql"}
+    elif database.get("type") == "external" and not isinstance(database.get("url"), str):
+        c.error("airstrip.database.url", "is required for an external database (a SQLAlchemy URL)")
+    out["database"] = dict(database, type=database.get("type", "postgresql"))
+    queues = section.get("worker_queues", ["default"])
+    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) and QUEUE.match(q) for q in queues):
+        c.error("airstrip.worker_queues", "must be a non-empty list of queue names (letters, digits, '_', '.', '-'), got %r"
+                % (queues,))
+        queues = ["default"]
+    out["worker_queues"] = queues
+    if section.get("region") is not None:
+        out["region"] = c.string(section, "region", re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"),
+                                 "must be an AWS region such as eu-west-1", prefix="airstrip.")
+    return out
+
+
+def normalize(doc):
+    """Validate and normalise a spec. Returns the environment dict, or raises SpecError."""
+    if not isinstance(doc, dict):
+        raise SpecError(["spec: must be a mapping (the environment's fields), got %s" % type(doc).__name__])
+    if looks_like_mwaa(doc):
+        doc, paths = from_mwaa(doc)
+    else:
+        doc, paths = copy.deepcopy(doc), {}
+    c = _Checker(paths)
+    c.unknown(doc, TOP_FIELDS)
+    env = {}
+    env["name"] = c.string(doc, "name", NAME,
+                           "must be 1-80 characters, start with a letter, and hold only letters, digits, '-' and '_'")
+    if doc.get("name") is None:
+        c.error("name", "is required: 1-80 characters, starting with a letter")
+    env["airflow_version"] = c.string(doc, "airflow_version", VERSION, "must be an Airflow 3 release such as '3.3.2'",
+                                      default=DEFAULT_VERSION)
+    env["environment_class"] = c.choice(doc, "environment_class", sorted(CLASSES, key=list(CLASSES).index),
+                                        default="mw1.small")
+    cls = CLASSES.get(env["environment_class"] or "mw1.small")
+    env["min_workers"] = c.integer(doc, "min_workers", 1, 1000, default=1)
+    env["max_workers"] = c.integer(doc, "max_workers", 1, 1000, default=max(env["min_workers"] or 1, 10))
+    if env["min_workers"] and env["max_workers"] and env["min_workers"] > env["max_workers"]:
+        c.error("min_workers", "(%d) must not exceed max_workers (%d)" % (env["min_workers"], env["max_workers"]))
+    micro = env["environment_class"] == "mw1.micro"
+    env["schedulers"] = c.integer(doc, "schedulers", 1, 1 if micro else 5, default=cls["schedulers"])
+    env["min_webservers"] = c.integer(doc, "min_webservers", 1, 1 if micro else 5, default=cls["webservers"])
+    env["max_webservers"] = c.integer(doc, "max_webservers", 1, 1 if micro else 5,
+                                      default=max(env["min_webservers"] or 1, cls["webservers"]))
+    if env["min_webservers"] and env["max_webservers"] and env["min_webservers"] > env["max_webservers"]:
+        c.error("min_webservers", "(%d) must not exceed max_webservers (%d)"
+                % (env["min_webservers"], env["max_webservers"]))
+
+    options = doc.get("airflow_configuration_options")
+    options = {} if options is None else options
+    where = c.where("airflow_configuration_options")
+    if isinstance(options, dict):
+        options = dict(options)
+        for option, field in CLASS_OPTIONS.items():
+            if option in options:
+                value = options.pop(option)
+                if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) <= 1000:
+                    c.errors.append("%s[%r]: must be a whole number from 1 to 1000 as a string, got %r"
+                                    % (where, option, value))
+                elif field not in doc:
+                    doc[field] = int(value)
+    option_errors = config_option_errors(options, where)
+    c.errors.extend(option_errors)
+    if isinstance(options, dict) and not option_errors:
+        for key in sorted(options):
+            if not isinstance(options[key], str):
+                c.errors.append("%s[%r]: value must be a string, as MWAA requires, got %r" % (where, key, options[key]))
+    env["airflow_configuration_options"] = dict(sorted(options.items())) if isinstance(options, dict) else {}
+    env["worker_concurrency"] = c.integer(doc, "worker_concurrency", 1, 1000, default=cls["worker_concurrency"])
+    env["parsing_processes"] = c.integer(doc, "parsing_processes", 1, 1000, default=cls["parsing_processes"])
+    env["resources"] = {"vcpu": cls["vcpu"], "memory_gib": cls["memory_gib"]}
+
+    env["source"] = _check_source(c, doc.get("source"))
+    env["logging"] = _check_logging(c, doc.get("logging"))
+    env["webserver_access_mode"] = c.choice(doc, "webserver_access_mode", ACCESS_MODES, default="PRIVATE_ONLY")
+    env["endpoint_management"] = c.choice(doc, "endpoint_management", ENDPOINT_MANAGEMENT, default="SERVICE")
+    kms = doc.get("kms_key")
+    if kms is not None and (not isinstance(kms, str) or not re.match(
+            r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36})$", kms)):
+        c.error("kms_key", "must be a KMS key id, key ARN, alias ARN or alias/name, got %r" % (kms,))
+        kms = None
+    env["kms_key"] = kms
+    env["network"] = _check_network(c, doc.get("network"))
+    window = doc.get("weekly_maintenance_window_start")
+    if window is not None and (not isinstance(window, str) or not WINDOW.match(window)):
+        c.error("weekly_maintenance_window_start",
+                "must be DAY:HH:MM in UTC with DAY one of MON..SUN and MM 00 or 30, such as TUE:03:30, got %r" % (window,))
+        window = None
+    env["weekly_maintenance_window_start"] = window
+    tags = doc.get("tags")
+    tags = {} if tags is None else tags
+    if not isinstance(tags, dict):
+        c.error("tags", "must be a mapping of key to value")
+        tags = {}
+    elif len(tags) > MAX_TAGS:
+        c.error("tags", "holds %d tags; at most %d are allowed" % (len(tags), MAX_TAGS))
+    else:
+        for k, v in tags.items():
+            if not isinstance(k, str) or not 1 <= len(k) <= 128 or k.startswith("aws:"):
+                c.error("tags", "key %r must be 1-128 characters and not start with 'aws:'" % (k,))
+            elif not isinstance(v, str) or len(v) > 256:
+                c.error("tags.%s" % k, "value must be a string of at most 256 characters, got %r" % (v,))
+    env["tags"] = dict(sorted(tags.items()))
+    if doc.get("execution_role_arn") is not None:
+        env["execution_role_arn"] = c.string(doc, "execution_role_arn", re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"),
+                                             "must be an IAM role ARN")
+    env["airstrip"] = _check_airstrip(c, doc.get("airstrip"))
+    if env["airstrip"].get("target") == "aws" and env["source"] is None:
+        c.error("source", "is required when airstrip.target is aws (the DAG bucket)")
+    if c.errors:
+        raise SpecError(c.errors)
+    return env
