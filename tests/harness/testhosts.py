@@ -93,7 +93,7 @@ def apt_install(*packages: str) -> None:
     update = run(["apt-get", "update", "-qq"], check=False, env=env)
     if update.returncode != 0:
         raise HarnessError(f"apt-get update failed: {update.stderr.strip()[-500:]}")
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env)
+    run(["apt-get", "install", "-y", "-qq", *packages], env=env)
 
 
 def cmd_engine(_args: argparse.Namespace) -> None:
