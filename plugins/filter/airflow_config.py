@@ -10,10 +10,12 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.airstrip.airflow.plugins.module_utils._config import (
+    config_for_component,
     config_option_errors,
     config_sections,
     fernet_key,
 )
+from ansible_collections.airstrip.airflow.plugins.module_utils._status import unit_states
 
 
 def _fernet_key(seed):
@@ -26,7 +28,9 @@ def _fernet_key(seed):
 class FilterModule(object):
     def filters(self):
         return {
+            "config_for_component": config_for_component,
             "config_option_errors": config_option_errors,
             "config_sections": config_sections,
             "fernet_key": _fernet_key,
+            "unit_states": unit_states,
         }

@@ -32,6 +32,36 @@ OWNED_OPTIONS = {
 }
 
 
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server", "celery-worker")
+# Which components read each section, so that changing an option restarts only those.
+# Sections not listed here (core, database, logging, secrets, ...) are read by all.
+SECTION_COMPONENTS = {
+    "scheduler": ("scheduler",),
+    "dag_processor": ("dag-processor",),
+    "triggerer": ("triggerer",),
+    "api": ("api-server",),
+    "api_auth": ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker"),
+    "webserver": ("api-server",),
+    "fab": ("api-server",),
+    "celery": ("celery-worker", "scheduler"),
+    "celery_broker_transport_options": ("celery-worker", "scheduler"),
+    "operators": ("celery-worker",),
+    "sensors": ("celery-worker", "triggerer"),
+}
+
+
+def components_reading(option_key):
+    """The components that read a 'section.option' key."""
+    return SECTION_COMPONENTS.get(option_key.split(".", 1)[0], COMPONENTS)
+
+
+def config_for_component(options, component):
+    """The subset of {"section.option": value} that a component reads (None: all of it)."""
+    if component is None:
+        return dict(options or {})
+    return dict((k, v) for k, v in (options or {}).items() if component in components_reading(k))
+
+
 def config_option_errors(options, field="airflow_config_options"):
     """Return one message per problem in a {"section.option": value} mapping."""
     if options is None:

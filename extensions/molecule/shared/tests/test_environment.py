@@ -35,6 +35,7 @@ SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
 DAG_ID = "airstrip_e2e"
 DAG = f'''
 from datetime import datetime
+from socket import gethostname
 
 from airflow.sdk import dag, task
 
@@ -43,7 +44,7 @@ from airflow.sdk import dag, task
 def airstrip_e2e():
     @task
     def where():
-        return socket.gethostname()
+        return gethostname()
 
     @task
     def check(host):
@@ -170,6 +171,15 @@ class Api:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
+    def text(self, path: str) -> str:
+        req = urllib.request.Request(f"{self.base}/api/v2{path}", headers={
+            "Authorization": f"Bearer {self.token}", "Accept": "text/plain"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.read().decode(errors="replace")[-3000:]
+        except urllib.error.URLError as exc:
+            return f"(no log: {exc})"
+
 
 def wait_for(what: str, func, timeout: float = 240, every: float = 3):
     deadline = time.monotonic() + timeout
@@ -207,8 +217,12 @@ def test_a_dag_runs_to_success_on_the_worker(api):
         state = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
         return state if state in ("success", "failed") else None
 
-    assert wait_for("the DAG run to finish", finished) == "success"
+    state = wait_for("the DAG run to finish", finished)
     tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    if state != "success":
+        logs = {ti["task_id"]: api.text(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+                                        f"{max(ti['try_number'], 1)}") for ti in tis}
+        pytest.fail(f"DAG run {run_id} ended {state}; task instances: {tis}; logs: {logs}")
     assert {ti["task_id"] for ti in tis} == {"where", "check"}
     workers = set(hosts_in("airflow_worker"))
     for ti in tis:

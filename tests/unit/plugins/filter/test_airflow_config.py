@@ -8,7 +8,8 @@ from ansible_collections.airstrip.airflow.plugins.filter.airflow_config import F
 
 def test_filters_are_exposed():
     filters = FilterModule().filters()
-    assert set(filters) == {"config_option_errors", "config_sections", "fernet_key"}
+    assert set(filters) == {"config_for_component", "config_option_errors", "config_sections", "fernet_key",
+                            "unit_states"}
     assert filters["config_option_errors"]({"x": 1}, "airflow_config_options")[0].startswith(
         "airflow_config_options['x']")
 

@@ -1,0 +1,145 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Airstrip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: environment_info
+short_description: Report an Airstrip environment's status in MWAA's terms
+version_added: 0.1.0
+description:
+  - Derives the status MWAA would report (CREATING, CREATE_FAILED, AVAILABLE, UPDATING, UPDATE_FAILED,
+    UNAVAILABLE, DELETING, DELETED) from the record of the last lifecycle operation kept on the
+    environment's hosts and from a real health check of every component.
+  - The api-server's health endpoint is asked for the metadatabase, scheduler, triggerer and DAG
+    processor; the Celery workers are counted from their services' states. Use the
+    C(airstrip.airflow.info) playbook, which gathers the records and service states from the hosts.
+  - ROLLING_BACK is never reported, as Airstrip does not roll back a failed update on its own.
+author:
+  - Airstrip developers (@airstrip)
+options:
+  api_url:
+    description: Base URL of the api-server, such as C(http://10.0.0.5:8080). Omit when nothing is deployed.
+    type: str
+  records:
+    description: The operation records read from the hosts (the C(operation.json) of each).
+    type: list
+    elements: dict
+    default: []
+  services:
+    description: "State of each Airflow unit on each host, as C({host: {component: state}}), state being active, inactive, failed or missing."
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for the health endpoint's answer.
+    type: int
+    default: 10
+  validate_certs:
+    description: Verify the api-server's TLS certificate.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: Only reads; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is no diff.
+"""
+
+EXAMPLES = r"""
+- name: Status of the environment
+  airstrip.airflow.environment_info:
+    api_url: http://10.0.0.5:8080
+    records: "{{ records }}"
+    services: {control: {scheduler: active}, worker1: {celery-worker: active}}
+  register: info
+"""
+
+RETURN = r"""
+environment:
+  description: The environment's status and what it runs.
+  returned: always
+  type: dict
+  contains:
+    status:
+      description: MWAA's status.
+      type: str
+      sample: AVAILABLE
+    last_update:
+      description: The last lifecycle operation, its status, error and times.
+      type: dict
+      sample: {operation: UPDATE, status: SUCCESS, error: "", started_at: "2026-11-23T10:00:00Z"}
+    webserver_url:
+      description: URL of the UI and REST API.
+      type: str
+    airflow_version:
+      description: The Airflow version running (or last deployed).
+      type: str
+    workers:
+      description: Number of Celery workers running.
+      type: int
+    health:
+      description: Health endpoint entries and their status.
+      type: dict
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.airstrip.airflow.plugins.module_utils._health import evaluate
+from ansible_collections.airstrip.airflow.plugins.module_utils._status import derive_status, last_operation
+
+
+def health_of(module):
+    url = module.params["api_url"]
+    if not url:
+        return {}, ["api-server"]
+    try:
+        resp = open_url(url.rstrip("/") + "/api/v2/monitor/health", timeout=module.params["timeout"],
+                        validate_certs=module.params["validate_certs"])
+        return evaluate(json.loads(resp.read()))
+    except Exception:  # pylint: disable=broad-except
+        # No answer is an answer: the api-server is down.
+        return {}, ["api-server"]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            api_url=dict(type="str"),
+            records=dict(type="list", elements="dict", default=[]),
+            services=dict(type="dict", default={}),
+            timeout=dict(type="int", default=10),
+            validate_certs=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    services = module.params["services"]
+    states = [s for units in services.values() if isinstance(units, dict) for s in units.values()]
+    installed = any(s not in ("unknown", "missing") for s in states)
+    workers = sum(1 for units in services.values() if isinstance(units, dict)
+                  and units.get("celery-worker") == "active")
+    health, unhealthy = health_of(module) if installed else ({}, ["api-server"])
+    healthy = installed and not unhealthy and workers > 0
+    op = last_operation(module.params["records"])
+    environment = dict(
+        status=derive_status(module.params["records"], installed, healthy),
+        last_update=op or {},
+        webserver_url=module.params["api_url"] if installed else None,
+        airflow_version=(op or {}).get("airflow_version") or None,
+        workers=workers,
+        health=health,
+        unhealthy=unhealthy if installed else [],
+    )
+    module.exit_json(changed=False, environment=environment)
+
+
+if __name__ == "__main__":
+    main()
