@@ -1,0 +1,205 @@
+"""An environment's life from its spec, in order: create (done by converge), status, update
+an option while a task runs, change the worker count, delete.
+
+The tests depend on each other's order, as the steps of a life do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import testinfra
+import testinfra.utils.ansible_runner
+import yaml
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+PLAYBOOKS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks"
+SPEC = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "environment.yml"
+SECRETS = Path.home() / ".airstrip" / "mol-lifecycle" / "secrets"
+UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
+DAG_ID = "airstrip_long"
+DAG = f'''
+import time
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="{DAG_ID}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False)
+def airstrip_long():
+    @task
+    def long_running():
+        time.sleep(40)
+        return "done"
+
+    long_running()
+
+
+airstrip_long()
+'''
+
+
+def host(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def playbook(name, tmp_path, spec=None, *extra):
+    spec_file = SPEC
+    if spec is not None:
+        spec_file = tmp_path / "environment.yml"
+        spec_file.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY,
+                           str(PLAYBOOKS / f"{name}.yml"), "-e", f"airstrip_spec_file={spec_file}", *extra],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def info(tmp_path):
+    out = playbook("info", tmp_path)
+    for play in out["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == "Derive the status from the records and a health check":
+                return task["hosts"]["localhost"]["environment"]
+    raise AssertionError("info.yml did not report")
+
+
+def pids():
+    """MainPID of every Airflow unit on every host (0 when not running)."""
+    out = {}
+    for name in RUNNER.get_hosts("all"):
+        for unit in UNITS:
+            pid = host(name).run(f"systemctl show -p MainPID --value airflow-{unit}").stdout.strip()
+            out[(name, unit)] = pid or "0"
+    return out
+
+
+def spec(**changes):
+    doc = yaml.safe_load(SPEC.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            doc[key] = dict(doc.get(key, {}), **value)
+        else:
+            doc[key] = value
+    return doc
+
+
+class Api:
+    def __init__(self):
+        web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
+        self.base = f"http://{web}:8080"
+        body = json.dumps({"username": "admin", "password": (SECRETS / "admin_password").read_text().strip()})
+        req = urllib.request.Request(f"{self.base}/auth/token", data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            self.token = json.loads(resp.read())["access_token"]
+
+    def call(self, method, path, body=None):
+        req = urllib.request.Request(f"{self.base}/api/v2{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+def wait_for(what, func, timeout=240):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = func()
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def test_created_environment_is_available(tmp_path):
+    env = info(tmp_path)
+    assert env["status"] == "AVAILABLE", env
+    assert env["last_update"]["operation"] == "CREATE" and env["last_update"]["status"] == "SUCCESS"
+    assert env["airflow_version"] == "3.3.2"
+    assert env["workers"] == 1
+    # min_workers=1: the first worker host works, the second stands by.
+    assert host("worker1").service("airflow-celery-worker").is_running
+    assert not host("worker2").service("airflow-celery-worker").is_running
+
+
+def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(tmp_path):
+    encoded = base64.b64encode(DAG.encode()).decode()
+    for name in ("control", "worker1", "worker2"):
+        host(name).check_output(f"echo {encoded} | base64 -d > /var/lib/airflow/dags/{DAG_ID}.py"
+                                f" && chown airflow:airflow /var/lib/airflow/dags/{DAG_ID}.py")
+    api = Api()
+    wait_for("the DAG to be parsed", lambda: api.call("GET", f"/dags/{DAG_ID}"))
+    api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    run_id = api.call("POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None})["dag_run_id"]
+    ti_path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/long_running"
+    wait_for("the long task to run", lambda: api.call("GET", ti_path)["state"] == "running")
+    before = pids()
+
+    # celery.* is read by the Celery workers and the scheduler only.
+    playbook("update", tmp_path, spec(airflow_configuration_options={"celery.worker_prefetch_multiplier": "2"}))
+
+    after = pids()
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == [("control", "scheduler"), ("worker1", "celery-worker")], changed
+    api = Api()
+    def finished():
+        ti = api.call("GET", ti_path)
+        return ti if ti["state"] in ("success", "failed", "up_for_retry") else None
+
+    ti = wait_for("the long task to finish", finished)
+    assert ti["state"] == "success" and ti["try_number"] == 1, ti
+    assert "worker_prefetch_multiplier = 2" in host("worker1").check_output("cat /etc/airflow/celery-worker.cfg")
+    assert "worker_prefetch_multiplier" not in host("control").check_output("cat /etc/airflow/api-server.cfg")
+    env = info(tmp_path)
+    assert env["status"] == "AVAILABLE" and env["last_update"]["operation"] == "UPDATE", env
+
+
+def test_worker_count_change_touches_only_workers(tmp_path):
+    before = pids()
+    playbook("update", tmp_path, spec(airflow_configuration_options={"celery.worker_prefetch_multiplier": "2"},
+                                      min_workers=2))
+    after = pids()
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == [("worker2", "celery-worker")], changed
+    assert host("worker2").service("airflow-celery-worker").is_running
+    assert info(tmp_path)["workers"] == 2
+
+
+def test_spec_needing_more_hosts_is_refused(tmp_path):
+    spec_file = tmp_path / "environment.yml"
+    spec_file.write_text(yaml.safe_dump(spec(max_workers=3)))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY,
+                           str(PLAYBOOKS / "update.yml"), "-e", f"airstrip_spec_file={spec_file}"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "max_workers: 3 needs as many hosts in inventory group airflow_worker, found 2" in proc.stdout + proc.stderr
+
+
+def test_delete_leaves_nothing_of_airflow(tmp_path):
+    playbook("delete", tmp_path, None, "-e", "airstrip_delete_data=true")
+    for name in RUNNER.get_hosts("all"):
+        h = host(name)
+        assert h.check_output("ls /etc/systemd/system | grep -c '^airflow-' || true") == "0"
+        for path in ("/etc/airflow", "/opt/airflow", "/var/lib/airflow", "/etc/redis/airstrip.conf"):
+            assert not h.file(path).exists, f"{path} left on {name}"
+        assert not h.user("airflow").exists
+        assert not h.process.filter(comm="postgres") and not h.process.filter(comm="redis-server")
+    assert not SECRETS.exists()
+    env = info(tmp_path)
+    assert env["status"] == "DELETED", env
+    assert env["workers"] == 0
