@@ -157,6 +157,7 @@ def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(t
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == [("control", "scheduler"), ("worker1", "celery-worker")], changed
     api = Api()
+
     def finished():
         ti = api.call("GET", ti_path)
         return ti if ti["state"] in ("success", "failed", "up_for_retry") else None
