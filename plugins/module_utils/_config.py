@@ -62,8 +62,12 @@ def config_for_component(options, component):
     return dict((k, v) for k, v in (options or {}).items() if component in components_reading(k))
 
 
-def config_option_errors(options, field="airflow_config_options"):
-    """Return one message per problem in a {"section.option": value} mapping."""
+def config_option_errors(options, field="airflow_config_options", owned=None):
+    """Return one message per problem in a {"section.option": value} mapping.
+
+    owned maps the options Airstrip sets itself to the setting that sets them instead
+    (default: the role and inventory variables)."""
+    owned = OWNED_OPTIONS if owned is None else owned
     if options is None:
         return []
     if not isinstance(options, dict):
@@ -76,8 +80,8 @@ def config_option_errors(options, field="airflow_config_options"):
             errors.append(
                 "%s: key must be 'section.option' in lower case, such as 'core.parallelism'" % where)
             continue
-        if key in OWNED_OPTIONS:
-            errors.append("%s: Airstrip sets this option itself; use %s instead" % (where, OWNED_OPTIONS[key]))
+        if key in owned:
+            errors.append("%s: Airstrip sets this option itself; use %s instead" % (where, owned[key]))
             continue
         if isinstance(value, (dict, list, tuple, set)) or value is None:
             errors.append("%s: value must be a string, number or boolean, got %s"

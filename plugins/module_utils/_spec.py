@@ -108,6 +108,19 @@ NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_c
                             "availability_zones", "ui_allowed_cidrs"])
 AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region"])
 DEFAULT_VERSION = "3.3.2"
+# Options Airstrip sets itself, and the spec field that sets each one instead.
+SPEC_OWNED_OPTIONS = {
+    "core.executor": "nothing: Airstrip always runs the CeleryExecutor",
+    "core.fernet_key": "nothing: Airstrip generates it (airstrip.secrets_backend says where it is kept)",
+    "core.dags_folder": "source.dag_s3_path",
+    "core.execution_api_server_url": "nothing: Airstrip points it at the environment's api-server",
+    "database.sql_alchemy_conn": "airstrip.database",
+    "celery.broker_url": "airstrip.broker",
+    "celery.result_backend": "airstrip.database",
+    "api.port": "nothing: Airstrip serves the UI and API on its own port",
+    "api.secret_key": "nothing: Airstrip generates it",
+    "api_auth.jwt_secret": "nothing: Airstrip generates it",
+}
 
 
 class SpecError(Exception):
@@ -475,7 +488,7 @@ def normalize(doc):
                                     % (where, option, value))
                 elif field not in doc:
                     doc[field] = int(value)
-    option_errors = config_option_errors(options, where)
+    option_errors = config_option_errors(options, where, SPEC_OWNED_OPTIONS)
     c.errors.extend(option_errors)
     if isinstance(options, dict) and not option_errors:
         for key in sorted(options):

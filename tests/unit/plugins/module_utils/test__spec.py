@@ -59,7 +59,9 @@ def test_explicit_option_wins_over_class_default():
 def test_owned_options_are_refused_naming_the_field_that_sets_them():
     (error,) = errors_of({"name": "x", "airflow_configuration_options": {"database.sql_alchemy_conn": "sqlite://"}})
     assert "airflow_configuration_options['database.sql_alchemy_conn']" in error
-    assert "airstrip_database_url" in error
+    assert "use airstrip.database instead" in error
+    (error,) = errors_of({"name": "x", "airflow_configuration_options": {"celery.broker_url": "redis://x"}})
+    assert "use airstrip.broker instead" in error
 
 
 def test_mwaa_get_environment_maps_field_by_field():
@@ -223,3 +225,11 @@ def test_invalid_specs_are_refused_naming_the_field(case):
     assert errors, doc
     assert any(e.startswith(field) for e in errors), (field, errors)
     assert not any("Traceback" in e for e in errors)
+
+
+def test_documented_example_spec_is_valid():
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[4] / "docs" / "environment.example.yml").read_text())
+    env = normalize(doc)
+    assert env["worker_concurrency"] == 12 and env["parsing_processes"] == 3
