@@ -6,18 +6,16 @@ The tests depend on each other's order, as the steps of a life do.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import testinfra
 import testinfra.utils.ansible_runner
 import yaml
+from airflow_api import Api, place_dag, wait_for
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
@@ -93,37 +91,9 @@ def spec(**changes):
     return doc
 
 
-class Api:
-    def __init__(self):
-        web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
-        self.base = f"http://{web}:8080"
-        body = json.dumps({"username": "admin", "password": (SECRETS / "admin_password").read_text().strip()})
-        req = urllib.request.Request(f"{self.base}/auth/token", data=body.encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            self.token = json.loads(resp.read())["access_token"]
-
-    def call(self, method, path, body=None):
-        req = urllib.request.Request(f"{self.base}/api/v2{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-
-
-def wait_for(what, func, timeout=240):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = func()
-            if last:
-                return last
-        except OSError as exc:
-            last = exc
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+def login():
+    web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
+    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
 
 
 def test_created_environment_is_available(tmp_path):
@@ -138,11 +108,9 @@ def test_created_environment_is_available(tmp_path):
 
 
 def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(tmp_path):
-    encoded = base64.b64encode(DAG.encode()).decode()
     for name in ("control", "worker1", "worker2"):
-        host(name).check_output(f"echo {encoded} | base64 -d > /var/lib/airflow/dags/{DAG_ID}.py"
-                                f" && chown airflow:airflow /var/lib/airflow/dags/{DAG_ID}.py")
-    api = Api()
+        place_dag(host(name), DAG_ID, DAG)
+    api = login()
     wait_for("the DAG to be parsed", lambda: api.call("GET", f"/dags/{DAG_ID}"))
     api.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
     run_id = api.call("POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None})["dag_run_id"]
@@ -156,7 +124,7 @@ def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(t
     after = pids()
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == [("control", "scheduler"), ("worker1", "celery-worker")], changed
-    api = Api()
+    api = login()
 
     def finished():
         ti = api.call("GET", ti_path)

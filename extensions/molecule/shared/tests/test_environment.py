@@ -6,18 +6,15 @@ groups, so the same checks hold for three hosts and for all-in-one.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shlex
 import stat
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import testinfra.utils.ansible_runner
+from airflow_api import Api, place_dag, wait_for
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
@@ -154,55 +151,11 @@ def test_database_and_broker_refuse_hosts_outside_the_environment(outsider):
 
 
 # ---------------------------------------------------------------- end to end
-class Api:
-    def __init__(self, base: str, user: str, password: str):
-        self.base = base
-        body = json.dumps({"username": user, "password": password}).encode()
-        req = urllib.request.Request(f"{base}/auth/token", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            self.token = json.loads(resp.read())["access_token"]
-
-    def call(self, method: str, path: str, body: dict | None = None):
-        req = urllib.request.Request(
-            f"{self.base}/api/v2{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
-
-    def text(self, path: str) -> str:
-        req = urllib.request.Request(f"{self.base}/api/v2{path}", headers={
-            "Authorization": f"Bearer {self.token}", "Accept": "text/plain"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.read().decode(errors="replace")[-3000:]
-        except urllib.error.URLError as exc:
-            return f"(no log: {exc})"
-
-
-def wait_for(what: str, func, timeout: float = 240, every: float = 3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = func()
-            if last:
-                return last
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
-
-
 @pytest.fixture(scope="module")
 def api():
     for name in set(hosts_in("airflow_dag_processor") + hosts_in("airflow_worker")):
         h = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-        dest = f"/var/lib/airflow/dags/{DAG_ID}.py"
-        encoded = base64.b64encode(DAG.encode()).decode()
-        h.check_output(f"echo {encoded} | base64 -d > {dest}.tmp && chown airflow:airflow {dest}.tmp"
-                       f" && mv {dest}.tmp {dest}")
+        place_dag(h, DAG_ID, DAG)
     web = address(hosts_in("airflow_webserver")[0])
     return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
 
