@@ -25,6 +25,8 @@ VERSION = re.compile(r"^3\.\d+\.\d+$")
 WINDOW = re.compile(r"^(MON|TUE|WED|THU|FRI|SAT|SUN):([01]\d|2[0-3]):(00|30)$")
 BUCKET_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+REGION_HINT = "must be an AWS region such as eu-west-1"
 QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 ACCESS_MODES = ("PUBLIC_ONLY", "PRIVATE_ONLY")
@@ -332,8 +334,7 @@ def _check_source(c, source):
         c.error("source.plugins_s3_path", "must name a .zip file, got %r" % (out["plugins_s3_path"],))
     out["endpoint_url"] = c.string(source, "endpoint_url", re.compile(r"^https?://[^\s/]+"),
                                    "must be an http(s) URL", prefix="source.")
-    out["region"] = c.string(source, "region", re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"),
-                             "must be an AWS region such as eu-west-1", prefix="source.")
+    out["region"] = c.string(source, "region", REGION, REGION_HINT, prefix="source.")
     return out
 
 
@@ -437,8 +438,7 @@ def _check_airstrip(c, section):
         queues = ["default"]
     out["worker_queues"] = queues
     if section.get("region") is not None:
-        out["region"] = c.string(section, "region", re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$"),
-                                 "must be an AWS region such as eu-west-1", prefix="airstrip.")
+        out["region"] = c.string(section, "region", REGION, REGION_HINT, prefix="airstrip.")
     return out
 
 

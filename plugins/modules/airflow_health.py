@@ -75,24 +75,21 @@ elapsed:
   type: float
 """
 
-import json
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.airstrip.airflow.plugins.module_utils._health import describe, evaluate
+from ansible_collections.airstrip.airflow.plugins.module_utils._health import describe
+from ansible_collections.airstrip.airflow.plugins.module_utils._health_client import check_health
 
 
 def poll(module):
     params = module.params
-    url = params["url"].rstrip("/") + "/api/v2/monitor/health"
     started = time.monotonic()
     statuses, unhealthy, last_error = {}, ["api-server"], None
     while True:
         try:
-            resp = open_url(url, timeout=10, validate_certs=params["validate_certs"])
-            statuses, unhealthy = evaluate(json.loads(resp.read()), params["components"])
+            statuses, unhealthy = check_health(params["url"], 10, params["validate_certs"], params["components"])
             last_error = None
         except Exception as exc:  # pylint: disable=broad-except
             # Not up yet (refused, 5xx, half-started): keep polling until the deadline.

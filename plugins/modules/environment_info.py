@@ -88,12 +88,9 @@ environment:
       type: dict
 """
 
-import json
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.airstrip.airflow.plugins.module_utils._health import evaluate
+from ansible_collections.airstrip.airflow.plugins.module_utils._health_client import check_health
 from ansible_collections.airstrip.airflow.plugins.module_utils._status import derive_status, last_operation
 
 
@@ -102,9 +99,7 @@ def health_of(module):
     if not url:
         return {}, ["api-server"]
     try:
-        resp = open_url(url.rstrip("/") + "/api/v2/monitor/health", timeout=module.params["timeout"],
-                        validate_certs=module.params["validate_certs"])
-        return evaluate(json.loads(resp.read()))
+        return check_health(url, module.params["timeout"], module.params["validate_certs"])
     except Exception:  # pylint: disable=broad-except
         # No answer is an answer: the api-server is down.
         return {}, ["api-server"]
