@@ -202,10 +202,13 @@ def network_name(env: str) -> str:
     return f"airstrip-{env}"
 
 
+def network_exists(env: str) -> bool:
+    return bool(docker("network", "ls", "-q", "--filter", f"name=^{network_name(env)}$"))
+
+
 def ensure_network(env: str) -> dict:
     name = network_name(env)
-    existing = docker("network", "ls", "-q", "--filter", f"name=^{name}$")
-    if not existing:
+    if not network_exists(env):
         used = set()
         for net in docker("network", "ls", "-q").split():
             for cfg in json.loads(docker("network", "inspect", net))[0]["IPAM"]["Config"] or []:
@@ -361,7 +364,7 @@ def cmd_moto(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    net = docker("network", "ls", "-q", "--filter", f"name=^{network_name(args.env)}$") if engine_ok() else ""
+    net = engine_ok() and network_exists(args.env)
     hosts = docker("ps", "--filter", f"label={LABEL}={args.env}", "--format", "{{.Names}}").split() if net else []
     info = {"env": args.env, "network": None, "hosts": hosts, "aws_endpoint": None}
     if net:
@@ -381,7 +384,7 @@ def cmd_down(args: argparse.Namespace) -> None:
     names = docker("ps", "-a", "--filter", f"label={LABEL}={args.env}", "--format", "{{.Names}}").split()
     if names:
         docker("rm", "-f", "-v", *names)
-    if docker("network", "ls", "-q", "--filter", f"name=^{network_name(args.env)}$"):
+    if network_exists(args.env):
         docker("network", "rm", network_name(args.env))
 
 
