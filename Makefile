@@ -1,6 +1,6 @@
 # The two commands a new machine needs (see README):
 #   make up     a complete local Airflow environment on local test hosts, with emulated AWS
-#   make test   every test: ansible-lint, ansible-test sanity, unit tests, molecule scenarios
+#   make test   every test: ansible-lint, ansible-test sanity, unit and integration tests, molecule scenarios
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV ?= .venv
@@ -14,7 +14,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LOCAL_ENV ?= local
 
-.PHONY: help venv up down test lint sanity unit molecule build bench-deploy
+.PHONY: help venv up down test lint sanity unit integration molecule build bench-deploy bench-sync
 
 help:
 	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
@@ -39,7 +39,7 @@ up: venv
 down: venv
 	$(BIN)/python tests/harness/local_env.py down $(LOCAL_ENV)
 
-test: lint sanity unit molecule
+test: lint sanity unit integration molecule
 
 lint: venv
 	$(BIN)/ansible-lint --profile production
@@ -50,6 +50,10 @@ sanity: venv
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
+# Against the emulated AWS (moto_server on loopback), no test hosts.
+integration: venv
+	$(BIN)/python -m pytest -q tests/integration; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
 molecule: venv
 	$(BIN)/molecule test --all
 
@@ -58,3 +62,6 @@ build: venv
 
 bench-deploy: venv
 	$(BIN)/python bench/deploy.py
+
+bench-sync: venv
+	$(BIN)/python bench/s3_sync.py

@@ -34,6 +34,14 @@ options:
     description: "State of each Airflow unit on each host, as C({host: {component: state}}), state being active, inactive, failed or missing."
     type: dict
     default: {}
+  dag_sync:
+    description:
+      - The DAG sync agent's status on each host that runs one, as C({host: status}) (the agent's
+        C(/run/airstrip-dag-sync/status.json)).
+      - Reported as is under RV(environment.dag_sync); an agent that cannot list its bucket does not make
+        the environment unavailable, as Airflow keeps running the DAGs it has.
+    type: dict
+    default: {}
   timeout:
     description: Seconds to wait for the health endpoint's answer.
     type: int
@@ -86,6 +94,10 @@ environment:
     health:
       description: Health endpoint entries and their status.
       type: dict
+    dag_sync:
+      description: Per host running the DAG sync agent, whether its last sync worked, its error, and when it last worked.
+      type: dict
+      sample: {worker1: {healthy: false, error: "cannot list s3://b/dags/ (AccessDenied: Access Denied)", last_success: 1795000000.0, files: 12}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -111,6 +123,7 @@ def main():
             api_url=dict(type="str"),
             records=dict(type="list", elements="dict", default=[]),
             services=dict(type="dict", default={}),
+            dag_sync=dict(type="dict", default={}),
             timeout=dict(type="int", default=10),
             validate_certs=dict(type="bool", default=True),
         ),
@@ -132,6 +145,8 @@ def main():
         workers=workers,
         health=health,
         unhealthy=unhealthy if installed else [],
+        dag_sync=dict((h, dict((k, st.get(k)) for k in ("healthy", "error", "last_success", "files", "bucket", "prefix")))
+                      for h, st in module.params["dag_sync"].items() if isinstance(st, dict)),
     )
     module.exit_json(changed=False, environment=environment)
 

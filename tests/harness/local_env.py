@@ -21,6 +21,21 @@ LAYOUT = [
 ]
 
 
+def seed_bucket(endpoint: str, bucket: str) -> None:
+    """The environment's DAG bucket in the emulated S3, versioned, with a first DAG (kept if there)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    for dag in sorted((ROOT / "tests" / "harness" / "local_dags").glob("*.py")):
+        key = f"dags/{dag.name}"
+        if s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0:
+            s3.put_object(Bucket=bucket, Key=key, Body=dag.read_bytes())
+
+
 def main(argv: list[str]) -> int:
     action = argv[0] if argv else "up"
     env = argv[1] if len(argv) > 1 else "local"
@@ -34,14 +49,21 @@ def main(argv: list[str]) -> int:
                           "--inventory", str(inventory)], stdout=subprocess.DEVNULL)
     if rc:
         return rc
+    inv = json.loads(inventory.read_text())["all"]
+    endpoint = inv["vars"]["airstrip_test_aws_endpoint"]
+    bucket = "airstrip-" + env.lower().replace("_", "-")
+    seed_bucket(endpoint, bucket)
+    settings = {"airstrip_env_name": env, "dag_sync_bucket": bucket, "dag_sync_prefix": "dags",
+                "dag_sync_endpoint_url": endpoint, "dag_sync_region": "us-east-1",
+                # the emulated AWS takes any key
+                "airstrip_s3_access_key": "testing", "airstrip_s3_secret_key": "testing"}
     playbook = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                str(ROOT / "playbooks" / "site.yml"), "-e", f"airstrip_env_name={env}"]
+                str(ROOT / "playbooks" / "site.yml"), "-e", json.dumps(settings)]
     rc = subprocess.call(playbook, cwd=ROOT, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
     if rc:
         print(f"\nThe deploy failed (exit {rc}); the messages above name the problem. "
               f"Run 'make up' again once it is fixed: it resumes where it stopped.", file=sys.stderr)
         return rc
-    inv = json.loads(inventory.read_text())["all"]
     web = inv["hosts"]["web"]["ansible_host"]
     secrets = Path.home() / ".airstrip" / env / "secrets"
     print(f"""
@@ -49,7 +71,10 @@ Airflow is up ({env}): control, web and worker hosts on docker network airstrip-
   UI and REST API: http://{web}:8080/
   user:            admin
   password:        in {secrets}/admin_password  (cat it; every generated secret is in that folder)
-  emulated AWS:    {inv['vars']['airstrip_test_aws_endpoint']}
+  emulated AWS:    {endpoint}  (any access key)
+  DAGs:            upload to s3://{bucket}/dags/ there; every DAG host has them within seconds, e.g.
+                   AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {endpoint} \\
+                     s3 cp my_dag.py s3://{bucket}/dags/
   inventory:       {inventory}
   SSH to a host:   ssh -i {inv['vars']['ansible_ssh_private_key_file']} root@{web}
 Tear it down with: make down""")

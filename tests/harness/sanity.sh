@@ -12,6 +12,13 @@ mkdir -p "$dest"
 # The working tree as git sees it (tracked and new files, nothing ignored).
 (cd "$root" && git ls-files -z --cached --others --exclude-standard |
   tar --null -T - --ignore-failed-read -c 2>/dev/null) | tar -C "$dest" -x
+# Collections our plugins build on (amazon.aws's module_utils and doc fragments), from the
+# ansible package, beside ours as ansible-test expects them.
+for dep in amazon/aws; do
+  mkdir -p "$work/ansible_collections/$(dirname "$dep")"
+  cp -a "$("$bin/python" -c 'import ansible_collections, sys; print(ansible_collections.__path__[0])')/$dep" \
+    "$work/ansible_collections/$dep"
+done
 git -C "$dest" init -q
 git -C "$dest" add -A
 

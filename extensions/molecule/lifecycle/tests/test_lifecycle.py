@@ -6,23 +6,15 @@ The tests depend on each other's order, as the steps of a life do.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import testinfra
-import testinfra.utils.ansible_runner
+import scenario
 import yaml
-from airflow_api import Api, place_dag, wait_for
+from airflow_api import place_dag, wait_for
+from scenario import RUNNER, SECRETS, host, login, pids
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
-PLAYBOOKS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks"
 SPEC = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "environment.yml"
-SECRETS = Path.home() / ".airstrip" / "mol-lifecycle" / "secrets"
-UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
 DAG_ID = "airstrip_long"
 DAG = f'''
 import time
@@ -45,40 +37,16 @@ airstrip_long()
 '''
 
 
-def host(name):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-
-
 def playbook(name, tmp_path, spec=None, *extra):
     spec_file = SPEC
     if spec is not None:
         spec_file = tmp_path / "environment.yml"
         spec_file.write_text(yaml.safe_dump(spec))
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY,
-                           str(PLAYBOOKS / f"{name}.yml"), "-e", f"airstrip_spec_file={spec_file}", *extra],
-                          capture_output=True, text=True, env=env, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    return json.loads(proc.stdout)
+    return scenario.playbook(name, spec_file, *extra)
 
 
 def info(tmp_path):
-    out = playbook("info", tmp_path)
-    for play in out["plays"]:
-        for task in play["tasks"]:
-            if task["task"]["name"] == "Derive the status from the records and a health check":
-                return task["hosts"]["localhost"]["environment"]
-    raise AssertionError("info.yml did not report")
-
-
-def pids():
-    """MainPID of every Airflow unit on every host (0 when not running)."""
-    out = {}
-    for name in RUNNER.get_hosts("all"):
-        for unit in UNITS:
-            pid = host(name).run(f"systemctl show -p MainPID --value airflow-{unit}").stdout.strip()
-            out[(name, unit)] = pid or "0"
-    return out
+    return scenario.info(SPEC)
 
 
 def spec(**changes):
@@ -89,11 +57,6 @@ def spec(**changes):
         else:
             doc[key] = value
     return doc
-
-
-def login():
-    web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
-    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
 
 
 def test_created_environment_is_available(tmp_path):
@@ -152,9 +115,7 @@ def test_worker_count_change_touches_only_workers(tmp_path):
 def test_spec_needing_more_hosts_is_refused(tmp_path):
     spec_file = tmp_path / "environment.yml"
     spec_file.write_text(yaml.safe_dump(spec(max_workers=3)))
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY,
-                           str(PLAYBOOKS / "update.yml"), "-e", f"airstrip_spec_file={spec_file}"],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = scenario.run_playbook("update", spec_file)
     assert proc.returncode != 0
     assert "max_workers: 3 needs as many hosts in inventory group airflow_worker, found 2" in proc.stdout + proc.stderr
 

@@ -33,19 +33,19 @@ def test_unsafe_keys_are_skipped_and_reported():
 
 
 def test_whole_bucket_prefix():
-    objects, _ = s.remote_index([{"Contents": [obj("a.py"), obj("d/b.py")]}], "")
+    objects, _skipped = s.remote_index([{"Contents": [obj("a.py"), obj("d/b.py")]}], "")
     assert sorted(objects) == ["a.py", "d/b.py"]
 
 
 def test_many_pages_are_all_read():
     pages = [{"Contents": [obj("dags/%04d.py" % (p * 1000 + i)) for i in range(1000)]} for p in range(5)]
     pages.append({"KeyCount": 0})  # an empty last page has no Contents at all
-    objects, _ = s.remote_index(iter(pages), "dags/")
+    objects, _skipped = s.remote_index(iter(pages), "dags/")
     assert len(objects) == 5000 and "4999.py" in objects
 
 
 def test_etag_quotes_are_stripped():
-    objects, _ = s.remote_index([{"Contents": [obj("dags/a.py", etag="abc-2", size=7)]}], "dags/")
+    objects, _skipped = s.remote_index([{"Contents": [obj("dags/a.py", etag="abc-2", size=7)]}], "dags/")
     assert objects["a.py"] == {"etag": "abc-2", "size": 7}
 
 
@@ -90,7 +90,7 @@ def test_plan_nothing_to_do():
 
 def test_next_wait_stays_within_one_interval():
     rng = random.Random(1)
-    waits = [s.next_wait(5.0, rng) for _ in range(1000)]
+    waits = [s.next_wait(5.0, rng) for _i in range(1000)]
     assert 4.0 <= min(waits) and max(waits) <= 5.0
     assert max(waits) - min(waits) > 0.5  # jitter really spreads the polls
 

@@ -1,0 +1,143 @@
+"""An environment whose DAGs, plugins.zip, requirements.txt and startup script come from S3
+(the emulated one), in order: what converge deployed, a DAG uploaded and deleted, a re-run,
+and a broken requirements.txt that must leave the running version alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import boto3
+import scenario
+import yaml
+from airflow_api import wait_for
+from scenario import RUNNER, host, login, pids
+
+SPEC = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "environment.yml"
+SOURCE = yaml.safe_load(SPEC.read_text())["source"]
+BUCKET = SOURCE["bucket"]
+DAG_HOSTS = ["control", "worker"]
+DAGS = "/var/lib/airflow/dags"
+
+
+def s3():
+    return boto3.client("s3", endpoint_url=SOURCE["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def run_dag(api, dag_id):
+    wait_for(f"{dag_id} to be parsed", lambda: api.call("GET", f"/dags/{dag_id}"), timeout=120)
+    api.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    run_id = api.call("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+
+    def finished():
+        run = api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return run if run["state"] in ("success", "failed") else None
+
+    run = wait_for(f"{dag_id} to finish", finished)
+    tis = api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    logs = {ti["task_id"]: api.text(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/1")
+            for ti in tis if ti["state"] != "success"}
+    assert run["state"] == "success", logs
+    return run_id
+
+
+def test_every_dag_host_runs_the_sync_agent_and_has_the_dags():
+    for name in DAG_HOSTS:
+        h = host(name)
+        agent = h.service("airstrip-dag-sync")
+        assert agent.is_running and agent.is_enabled, name
+        assert any("airstrip_s3sync.py agent" in p.args for p in h.process.filter(user="airflow")), name
+        status = h.file("/run/airstrip-dag-sync/status.json").content_string
+        assert '"healthy": true' in status, status
+        env = h.file("/etc/airstrip/dag-sync.env")
+        assert env.mode == 0o600 and env.user == "root"
+        assert h.file(f"{DAGS}/s3_hello.py").exists, name
+    # The api-server host reads no DAG files; here it shares a host with the scheduler.
+    assert RUNNER.get_hosts("airflow_webserver") == ["control"]
+
+
+def test_info_reports_each_agent():
+    env = scenario.info(SPEC)
+    assert env["status"] == "AVAILABLE", env
+    assert sorted(env["dag_sync"]) == DAG_HOSTS, env["dag_sync"]
+    for name, status in env["dag_sync"].items():
+        assert status["healthy"] is True and status["error"] is None and status["files"] == 1, (name, status)
+        assert (status["bucket"], status["prefix"]) == (BUCKET, "dags/")
+
+
+def test_startup_script_ran_before_each_component():
+    for name, components in (("control", ["scheduler", "dag-processor", "triggerer", "api-server"]),
+                             ("worker", ["celery-worker"])):
+        log = host(name).file("/var/lib/airflow/startup.log")
+        assert log.user == "airflow"
+        for component in components:
+            assert f"startup ran for {component} at" in log.content_string, (name, component)
+        unit = host(name).file(f"/etc/systemd/system/airflow-{components[0]}.service").content_string
+        assert "ExecStartPre=/usr/bin/timeout 300 /bin/bash /etc/airflow/startup.sh" in unit
+
+
+def test_plugin_operator_uses_the_requirement():
+    for name in DAG_HOSTS:
+        h = host(name)
+        plugins = h.file("/var/lib/airflow/plugins")
+        assert plugins.is_symlink and plugins.linked_to.startswith("/opt/airflow/plugins/")
+        assert h.file(plugins.linked_to + "/airstrip_demo/operators.py").exists
+        assert "-r" in h.file("/opt/airflow/current").linked_to.rsplit("/", 1)[-1]
+    api = login()
+    run_id = run_dag(api, "s3_hello")
+    xcom = api.call("GET", f"/dags/s3_hello/dagRuns/{run_id}/taskInstances/year/xcomEntries/return_value")
+    assert "year: MMXXVI" in str(xcom["value"]), xcom
+
+
+def test_uploaded_dag_reaches_every_dag_host_and_runs():
+    dag_id = "s3_uploaded"
+    source = (Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "files" / "dags" / "s3_hello.py").read_text()
+    s3().put_object(Bucket=BUCKET, Key=f"dags/team/{dag_id}.py", Body=source.replace("s3_hello", dag_id).encode())
+    uploaded = time.monotonic()
+    seen = {}
+    while len(seen) < len(DAG_HOSTS) and time.monotonic() - uploaded < 60:
+        for name in DAG_HOSTS:
+            if name not in seen and host(name).file(f"{DAGS}/team/{dag_id}.py").exists:
+                seen[name] = round(time.monotonic() - uploaded, 1)
+        time.sleep(0.5)
+    print(f"seconds from upload to file, per host: {seen}")
+    assert sorted(seen) == DAG_HOSTS, seen
+    run_dag(login(), dag_id)
+
+
+def test_dag_deleted_from_s3_leaves_every_host():
+    s3().delete_object(Bucket=BUCKET, Key="dags/team/s3_uploaded.py")
+    for name in DAG_HOSTS:
+        wait_for(f"the deleted DAG to leave {name}",
+                 lambda h=host(name): not h.file(f"{DAGS}/team/s3_uploaded.py").exists, timeout=60, every=1)
+        assert host(name).file(f"{DAGS}/s3_hello.py").exists
+
+
+def test_rerun_changes_nothing_but_the_operation_records():
+    result = scenario.playbook("update", SPEC)
+    changed = [c for c in scenario.changed_tasks(result) if "operation : Record UPDATE" not in c[1]]
+    assert changed == [], changed
+
+
+def test_broken_requirements_leave_the_running_version():
+    good = s3().get_object(Bucket=BUCKET, Key="requirements.txt")["Body"].read()
+    current = {name: host(name).file("/opt/airflow/current").linked_to for name in DAG_HOSTS}
+    before = pids()
+    s3().put_object(Bucket=BUCKET, Key="requirements.txt", Body=good + b"airstrip-no-such-package==1.0\n")
+    try:
+        proc = scenario.run_playbook("update", SPEC)
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert "requirements.txt from s3://mol-s3-source/requirements.txt cannot be installed" in out, out[-3000:]
+        assert "airstrip-no-such-package" in out
+        env = scenario.info(SPEC)
+        assert env["status"] == "UPDATE_FAILED", env
+        assert "airstrip-no-such-package" in env["last_update"]["error"], env
+        assert pids() == before
+        assert {name: host(name).file("/opt/airflow/current").linked_to for name in DAG_HOSTS} == current
+        run_dag(login(), "s3_hello")
+    finally:
+        s3().put_object(Bucket=BUCKET, Key="requirements.txt", Body=good)

@@ -1,0 +1,74 @@
+"""Driving a scenario's environment from its tests: its hosts, the lifecycle playbooks, the
+status they report, a login to the REST API and the PIDs of the Airflow units.
+
+Shared by the scenarios' tests (each adds this folder to its import path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import testinfra
+import testinfra.utils.ansible_runner
+from airflow_api import Api
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
+PLAYBOOKS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks"
+ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
+SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
+UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
+
+
+def host(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def run_playbook(name: str, spec_file: Path | None, *extra: str) -> subprocess.CompletedProcess:
+    """ansible-playbook of one of the collection's playbooks, with the JSON callback."""
+    args = ["-e", f"airstrip_spec_file={spec_file}"] if spec_file else []
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", INVENTORY,
+                           str(PLAYBOOKS / f"{name}.yml"), *args, *extra],
+                          capture_output=True, text=True, env=env, timeout=1200, check=False)
+
+
+def playbook(name: str, spec_file: Path | None, *extra: str) -> dict:
+    """As run_playbook, for a run that must succeed: its JSON result."""
+    proc = run_playbook(name, spec_file, *extra)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def info(spec_file: Path) -> dict:
+    out = playbook("info", spec_file)
+    for play in out["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"] == "Derive the status from the records and a health check":
+                return task["hosts"]["localhost"]["environment"]
+    raise AssertionError("info.yml did not report")
+
+
+def changed_tasks(result: dict) -> list[tuple[str, str]]:
+    """(host, task name) of every task that reported a change in a JSON playbook result."""
+    return [(h, task["task"]["name"]) for play in result["plays"] for task in play["tasks"]
+            for h, r in task["hosts"].items() if r.get("changed")]
+
+
+def pids() -> dict:
+    """MainPID of every Airflow unit on every host (0 when not running)."""
+    out = {}
+    for name in RUNNER.get_hosts("all"):
+        for unit in UNITS:
+            pid = host(name).run(f"systemctl show -p MainPID --value airflow-{unit}").stdout.strip()
+            out[(name, unit)] = pid or "0"
+    return out
+
+
+def login() -> Api:
+    web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
+    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
