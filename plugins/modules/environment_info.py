@@ -36,8 +36,8 @@ options:
     default: {}
   dag_sync:
     description:
-      - The DAG sync agent's status on each host that runs one, as C({host: status}) (the agent's
-        C(/run/airstrip-dag-sync/status.json)).
+      - "The DAG sync agent's status on each host that runs one, as C({host: status}) (the agent's
+        C(/run/airstrip-dag-sync/status.json))."
       - Reported as is under RV(environment.dag_sync); an agent that cannot list its bucket does not make
         the environment unavailable, as Airflow keeps running the DAGs it has.
     type: dict
