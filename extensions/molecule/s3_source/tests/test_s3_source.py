@@ -122,6 +122,35 @@ def test_rerun_changes_nothing_but_the_operation_records():
     assert changed == [], changed
 
 
+def test_failing_startup_script_stops_the_update_and_changes_nothing():
+    good = s3().get_object(Bucket=BUCKET, Key="startup.sh")["Body"].read()
+    before = pids()
+    try:
+        s3().put_object(Bucket=BUCKET, Key="startup.sh", Body=b"echo preparing the host\nsleep 60\n")
+        proc = scenario.run_playbook("update", SPEC, "-e", "airflow_startup_timeout=3")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert "The startup script s3://mol-s3-source/startup.sh ran longer than its 3 s limit" in out, out[-3000:]
+        assert "preparing the host" in out
+
+        s3().put_object(Bucket=BUCKET, Key="startup.sh", Body=b"echo 'cannot reach the artifact store' >&2\nexit 3\n")
+        proc = scenario.run_playbook("update", SPEC)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert "The startup script s3://mol-s3-source/startup.sh failed with exit code 3 on " in out, out[-3000:]
+        assert "cannot reach the artifact store" in out
+        assert scenario.info(SPEC)["status"] == "UPDATE_FAILED"
+
+        assert pids() == before
+        for name in DAG_HOSTS:
+            assert host(name).file("/etc/airflow/startup.sh").content == good, name
+        # The time limit given for the failed run never reached the units.
+        unit = host("control").file("/etc/systemd/system/airflow-scheduler.service").content_string
+        assert "ExecStartPre=/usr/bin/timeout 300 " in unit
+    finally:
+        s3().put_object(Bucket=BUCKET, Key="startup.sh", Body=good)
+
+
 def test_broken_requirements_leave_the_running_version():
     good = s3().get_object(Bucket=BUCKET, Key="requirements.txt")["Body"].read()
     current = {name: host(name).file("/opt/airflow/current").linked_to for name in DAG_HOSTS}
