@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import boto3
 import pytest
@@ -165,3 +166,14 @@ def test_agent_loop_polls_at_its_interval(moto_url, s3, bucket, tmp_path):
         _s3sync.run_agent(bucket, "d", str(tmp_path), interval=5, client=client, sleep=sleep)
     assert (tmp_path / "new.py").read_bytes() == b"n\n"
     assert all(4.0 <= w <= 5.0 for w in waits)
+
+
+def test_network_errors_are_retried_with_backoff(tmp_path):
+    # Nothing listens on port 9: every attempt fails to connect, and is retried after a pause.
+    client = _s3sync.make_client("http://127.0.0.1:9", "us-east-1")
+    attempts = []
+    client.meta.events.register("before-send.s3.ListObjectsV2", lambda **kw: attempts.append(time.monotonic()))
+    with pytest.raises(_s3sync.SyncError, match=r"cannot list s3://bkt/dags/ \(EndpointConnectionError"):
+        _s3sync.sync(client, "bkt", "dags", str(tmp_path))
+    assert len(attempts) == 6  # the first try and 5 retries (botocore's standard mode, as for throttling)
+    assert attempts[-1] - attempts[0] > 0.2  # with backoff between them, not at once
