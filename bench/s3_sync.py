@@ -5,7 +5,9 @@
   no-change sync a second run into the synced folder, fresh process again
   agent cycle    a no-change sync inside the running agent (what it does every 5 s)
 and the latency from an upload to the file on disk under the running agent at its default
-interval (5 s), p50 and p95 over BENCH_UPLOADS (default 20) uploads at random moments.
+interval (5 s), p50 and p95 over BENCH_UPLOADS (default 20) uploads at random moments: for an
+agent run here, and, when the local environment (`make up`, or BENCH_NODE_ENV) is up, on its
+worker host, where the agent runs under systemd against the environment's bucket.
 awscli is installed by this script into its own virtualenv under ~/.cache/airstrip.
 Not a test: it prints figures.
 
@@ -14,6 +16,7 @@ Not a test: it prints figures.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -126,6 +129,41 @@ def endpoint_floor(url: str, bucket: str, keys: list[str]) -> tuple[float, float
     return listing, time.monotonic() - started
 
 
+WAITER = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.005)\nprint(time.time())"
+
+
+def node_latency(env: str) -> list[float] | None:
+    """Upload-to-file latency on the worker host of a running local environment (`make up`), whose
+    agent runs under systemd at its default interval; None when that environment is not up."""
+    info = subprocess.run([sys.executable, str(ROOT / "tests" / "harness" / "testhosts.py"), "info", env],
+                          capture_output=True, text=True, check=False)
+    node = f"airstrip-{env}-worker"
+    endpoint = json.loads(info.stdout or "{}").get("aws_endpoint") if info.returncode == 0 else None
+    if not endpoint or node not in json.loads(info.stdout)["hosts"]:
+        return None
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    bucket = "airstrip-" + env.lower().replace("_", "-")
+    rng = random.Random(13)
+    out = []
+    for i in range(UPLOADS):
+        key = f"dags/bench/lat{i}.txt"
+        waiter = subprocess.Popen(["docker", "exec", node, "python3", "-c", WAITER, f"/var/lib/airflow/{key}"],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5 + rng.uniform(0, 5))
+        uploaded = time.time()
+        s3.put_object(Bucket=bucket, Key=key, Body=b"latency probe\n")
+        seen = float(waiter.communicate(timeout=60)[0])
+        out.append(seen - uploaded)
+    for i in range(UPLOADS):
+        s3.delete_object(Bucket=bucket, Key=f"dags/bench/lat{i}.txt")
+    return out
+
+
+def p95(values: list[float]) -> float:
+    values = sorted(values)
+    return values[max(0, int(round(0.95 * len(values))) - 1)]
+
+
 def main() -> None:
     aws = awscli()
     with loopback_moto.running() as url:
@@ -173,9 +211,15 @@ def main() -> None:
     print(f"endpoint floor  listing {list_floor:.2f}s, GET of every file {get_floor:.2f}s (signed raw HTTP, no parsing):"
           f" the best any client can reach here is {med['aws_nochange'] / list_floor:.1f}x on no-change"
           f" and {med['aws_full'] / (list_floor + get_floor):.1f}x on a full sync")
-    p95 = lat[max(0, int(round(0.95 * len(lat))) - 1)]
     print(f"upload to file on disk, agent at its default 5 s interval, {len(lat)} uploads: "
-          f"p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s, max {lat[-1]:.2f} s")
+          f"p50 {statistics.median(lat):.2f} s, p95 {p95(lat):.2f} s, max {lat[-1]:.2f} s  (agent on this machine)")
+    env = os.environ.get("BENCH_NODE_ENV", "local")
+    node = node_latency(env)
+    if node is None:
+        print(f"upload to file on a node: skipped, no local environment '{env}' is up (make up)")
+    else:
+        print(f"upload to file on a node, worker host of '{env}' (agent under systemd, 5 s), {len(node)} uploads: "
+              f"p50 {statistics.median(node):.2f} s, p95 {p95(node):.2f} s, max {max(node):.2f} s")
     for key, values in figures.items():
         print(f"  {key}: " + " ".join(f"{v:.3f}" for v in values))
 
