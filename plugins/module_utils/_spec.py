@@ -392,6 +392,15 @@ def _check_network(c, network):
                 if a is not None and b is not None and a.version == b.version and a.overlaps(b):
                     c.error("network.subnet_cidrs[%d]" % j, "%s overlaps subnet_cidrs[%d] %s" % (b, i, a))
         out["subnet_cidrs"] = network["subnet_cidrs"]
+        if len(subnets) not in (2, 4):
+            c.error("network.subnet_cidrs", "needs 2 private subnets, or 2 private then 2 public ones (4), got %d"
+                    % len(subnets))
+    elif vpc is not None:
+        # Two private subnets then two public ones, each a quarter of the VPC (MWAA's layout).
+        if vpc.prefixlen > 26:
+            c.error("network.vpc_cidr", "%s is too small for four subnets: give a /26 or larger" % vpc)
+        else:
+            out["subnet_cidrs"] = [str(n) for n in list(vpc.subnets(prefixlen_diff=2))[:4]]
     if network.get("availability_zones") is not None:
         zones = network["availability_zones"]
         if not isinstance(zones, list) or len(set(z for z in zones if isinstance(z, str))) < 2:

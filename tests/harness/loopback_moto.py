@@ -1,4 +1,4 @@
-"""An emulated AWS endpoint (moto_server) on loopback, for integration tests and benchmarks
+"""An emulated AWS endpoint (moto's server, see emulated_aws.py) on loopback, for integration tests and benchmarks
 that need AWS APIs but no test hosts. Test hosts use the one `testhosts.py up --moto` starts."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _free_port() -> int:
 def start(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """Start moto_server on a free loopback port; returns the process and its URL."""
     port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("emulated_aws.py")), "-H", "127.0.0.1", "-p", str(port)],
                             env=dict(os.environ, **(extra_env or {})),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -337,14 +337,16 @@ def start_moto(env: str, net: dict) -> str:
     pidfile = moto_pidfile(env)
     if pid_alive(pidfile):
         return endpoint
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if not server:
-        raise HarnessError("moto_server is missing: install the dev requirements (make venv)")
+    try:
+        import moto.server  # noqa: F401  (the emulated AWS runs moto's server)
+    except ImportError:
+        raise HarnessError("moto is missing: install the dev requirements (make venv)") from None
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     # Bound to the test network's gateway only: the controller and the test hosts reach it,
     # nothing else does.
     with open(pidfile.with_suffix(".log"), "ab") as out:
-        proc = subprocess.Popen([server, "-H", net["gateway"], "-p", str(MOTO_PORT)],  # noqa: S603
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("emulated_aws.py")),  # noqa: S603
+                                 "-H", net["gateway"], "-p", str(MOTO_PORT)],
                                 stdout=out, stderr=out, start_new_session=True)
     pidfile.write_text(str(proc.pid))
     deadline = time.monotonic() + 30

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import stat
 import urllib.request
 from pathlib import Path
@@ -135,19 +136,56 @@ def probe(host, script: str, target: str) -> str:
     return host.check_output(f"python3 -c {shlex.quote(script)} {target}")
 
 
+PORT_PROBE = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as exc:
+    print("unreachable: %s" % exc)
+"""
+
+
+def port(host, target: str, number: int) -> str:
+    return host.check_output(f"python3 -c {shlex.quote(PORT_PROBE)} {target} {number}")
+
+
 @pytest.mark.parametrize("outsider", RUNNER.get_hosts("outsiders") or ["none"])
-def test_database_and_broker_refuse_hosts_outside_the_environment(outsider):
+def test_private_ports_are_closed_to_hosts_outside_the_environment(outsider):
     if outsider == "none":
         pytest.skip("scenario has no host outside the environment")
     out = testinfra.get_host(f"ansible://{outsider}?ansible_inventory={INVENTORY}")
     db = address(hosts_in("airflow_metadata_db")[0])
     broker = address(hosts_in("airflow_broker")[0])
-    reply = probe(out, PG_PROBE, db)
-    assert reply.startswith("E:") and "pg_hba.conf" in reply, reply
-    assert "NOAUTH" in probe(out, REDIS_PROBE, broker)
-    # A member of the environment is admitted to authenticate.
+    web = address(hosts_in("airflow_webserver")[0])
+    worker = address(hosts_in("airflow_worker")[0])
+    # The host firewall (table inet airstrip) closes them at the TCP level...
+    for target, number in ((db, 5432), (broker, 6379), (worker, 8793), (web, 8080)):
+        assert port(out, target, number) == "refused", (target, number)
+    # ...to outsiders only: a member reaches them, and is admitted to authenticate.
     member = testinfra.get_host(f"ansible://{hosts_in('airflow_worker')[0]}?ansible_inventory={INVENTORY}")
+    assert port(member, db, 5432) == "open" and port(member, broker, 6379) == "open"
+    assert port(member, web, 8080) == "open"
     assert probe(member, PG_PROBE, db).startswith("R:")
+    assert "NOAUTH" in probe(member, REDIS_PROBE, broker)
+
+
+def test_the_ui_answers_the_controller():
+    web = address(hosts_in("airflow_webserver")[0])
+    with socket.create_connection((web, 8080), timeout=5):
+        pass
+
+
+@pytest.mark.parametrize("viewer", RUNNER.get_hosts("ui_viewers") or ["none"])
+def test_the_ui_answers_an_allowed_cidr_and_nothing_else_does(viewer):
+    if viewer == "none":
+        pytest.skip("scenario has no host in ui_allowed_cidrs")
+    h = testinfra.get_host(f"ansible://{viewer}?ansible_inventory={INVENTORY}")
+    assert port(h, address(hosts_in("airflow_webserver")[0]), 8080) == "open"
+    assert port(h, address(hosts_in("airflow_metadata_db")[0]), 5432) == "refused"
+    assert port(h, address(hosts_in("airflow_broker")[0]), 6379) == "refused"
 
 
 # ---------------------------------------------------------------- end to end

@@ -233,3 +233,12 @@ def test_documented_example_spec_is_valid():
     doc = yaml.safe_load((Path(__file__).parents[4] / "docs" / "environment.example.yml").read_text())
     env = normalize(doc)
     assert env["worker_concurrency"] == 12 and env["parsing_processes"] == 3
+
+
+def test_network_subnets_default_to_quarters_of_the_vpc():
+    env = normalize({"name": "x", "network": {"vpc_cidr": "10.20.0.0/16"}})
+    assert env["network"]["subnet_cidrs"] == ["10.20.0.0/18", "10.20.64.0/18", "10.20.128.0/18", "10.20.192.0/18"]
+    errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.20.0.0/28"}})
+    assert "network.vpc_cidr: 10.20.0.0/28 is too small for four subnets: give a /26 or larger" in errors
+    errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.20.0.0/16", "subnet_cidrs": ["10.20.0.0/24"] * 1}})
+    assert any(e.startswith("network.subnet_cidrs: needs 2 private subnets") for e in errors), errors

@@ -1,0 +1,113 @@
+"""The AWS side of an environment (playbooks/aws.yml's roles) against the emulated AWS,
+each step four times as amazon.aws tests its modules: check mode (reports a change, creates
+nothing), for real, check mode again and for real again (no change); then the delete leaves
+nothing tagged with the environment."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = "itest-aws"
+TAG = {"Key": "airstrip:environment", "Values": [ENV]}
+SPEC = {
+    "name": ENV,
+    "source": {"bucket": "itest-aws-airflow", "dag_s3_path": "dags", "requirements_s3_path": "requirements.txt"},
+    "network": {"vpc_cidr": "10.40.0.0/16", "ui_allowed_cidrs": ["192.0.2.0/24"]},
+    "webserver_access_mode": "PUBLIC_ONLY",
+    "tags": {"team": "platform"},
+    "airstrip": {"target": "aws", "region": "us-east-1"},
+}
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("aws") / "environment.yml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return path
+
+
+def playbook(path, moto_url, spec_file, *extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(path),
+                           "-e", f"airstrip_spec_file={spec_file}", "-e", f"airstrip_aws_endpoint_url={moto_url}",
+                           "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def changed_in_step(result):
+    """Names of the changed tasks of the step under test (after the include 'The step under test')."""
+    tasks = result["plays"][0]["tasks"]
+    start = next(i for i, t in enumerate(tasks) if t["task"]["name"] == "The step under test")
+    return [t["task"]["name"] for t in tasks[start + 1:] if any(h.get("changed") for h in t["hosts"].values())]
+
+
+def aws(moto_url, service):
+    return boto3.client(service, endpoint_url=moto_url, region_name="us-east-1")
+
+
+def exists(moto_url, step):
+    if step == 0:
+        return any(r["RoleName"] == f"airstrip-{ENV}-execution" for r in aws(moto_url, "iam").list_roles()["Roles"])
+    if step == 1:
+        return any(a["AliasName"] == f"alias/airstrip-{ENV}" for a in aws(moto_url, "kms").list_aliases()["Aliases"])
+    if step == 2:
+        return any(b["Name"] == SPEC["source"]["bucket"] for b in aws(moto_url, "s3").list_buckets()["Buckets"])
+    if step == 3:
+        return bool(aws(moto_url, "iam").list_role_policies(RoleName=f"airstrip-{ENV}-execution")["PolicyNames"])
+    return bool(aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"])
+
+
+STEPS = ["iam role and instance profile", "kms key", "s3 bucket", "iam policy", "network"]
+
+
+@pytest.mark.parametrize("step", range(len(STEPS)), ids=STEPS)
+def test_each_step_four_times(moto_url, spec_file, step):
+    run = [ROOT / "tests" / "integration" / "aws" / "step.yml", moto_url, spec_file, "-e", f"aws_step={step}"]
+    assert changed_in_step(playbook(*run, "--check")), "check mode reported no change"
+    assert not exists(moto_url, step), "check mode created something"
+    assert changed_in_step(playbook(*run)), "the real run reported no change"
+    assert exists(moto_url, step)
+    assert changed_in_step(playbook(*run, "--check")) == []
+    assert changed_in_step(playbook(*run)) == []
+
+
+def tagged(moto_url):
+    """Every resource still tagged airstrip:environment=ENV (a key pending deletion is gone)."""
+    out = [r["ResourceARN"] for r in aws(moto_url, "resourcegroupstaggingapi").get_resources(
+        TagFilters=[TAG])["ResourceTagMappingList"]]
+    kms = aws(moto_url, "kms")
+    out = [a for a in out if not (":kms:" in a and kms.describe_key(KeyId=a)["KeyMetadata"]["KeyState"] == "PendingDeletion")]
+    iam = aws(moto_url, "iam")
+    out += [r["Arn"] for r in iam.list_roles()["Roles"]
+            if {"Key": "airstrip:environment", "Value": ENV} in iam.list_role_tags(RoleName=r["RoleName"])["Tags"]]
+    out += [p["Arn"] for p in iam.list_instance_profiles()["InstanceProfiles"] if p["InstanceProfileName"].startswith(f"airstrip-{ENV}")]
+    out += ["bucket " + b["Name"] for b in aws(moto_url, "s3").list_buckets()["Buckets"] if b["Name"] == SPEC["source"]["bucket"]]
+    # The alias stays with a key pending deletion (so a create within the window gets it back).
+    out += [a["AliasName"] for a in kms.list_aliases()["Aliases"] if a["AliasName"] == f"alias/airstrip-{ENV}"
+            and kms.describe_key(KeyId=a["TargetKeyId"])["KeyMetadata"]["KeyState"] != "PendingDeletion"]
+    return sorted(out)
+
+
+def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(moto_url, spec_file):
+    delete = [ROOT / "playbooks" / "delete.yml", moto_url, spec_file]
+    before = tagged(moto_url)
+    assert any(":vpc/" in a for a in before) and any(":role/" in a for a in before), before
+
+    playbook(*delete)
+    left = tagged(moto_url)
+    assert "bucket " + SPEC["source"]["bucket"] in left and f"alias/airstrip-{ENV}" in left, left
+    assert not [a for a in left if ":ec2:" in a or ":iam:" in a], left
+
+    playbook(*delete, "-e", "airstrip_delete_data=true")
+    assert tagged(moto_url) == []
+    assert not aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"]
