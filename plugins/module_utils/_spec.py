@@ -543,6 +543,12 @@ def normalize(doc):
         env["execution_role_arn"] = c.string(doc, "execution_role_arn", re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"),
                                              "must be an IAM role ARN")
     env["airstrip"] = _check_airstrip(c, doc.get("airstrip"))
+    # Everything of one environment lives in one region: a key ARN must name it.
+    region = env["airstrip"].get("region") or (env["source"] or {}).get("region")
+    kms_region = kms.split(":")[3] if kms and kms.startswith("arn:") else None
+    if region and kms_region and kms_region != region:
+        c.error("kms_key",
+                "names a key in region %s, but the environment is in %s: use a key of %s" % (kms_region, region, region))
     if env["airstrip"].get("target") == "aws" and env["source"] is None:
         c.error("source", "is required when airstrip.target is aws (the DAG bucket)")
     if c.errors:

@@ -111,3 +111,22 @@ def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(m
     playbook(*delete, "-e", "airstrip_delete_data=true")
     assert tagged(moto_url) == []
     assert not aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"]
+
+
+def test_bucket_of_another_region_is_refused_before_anything_is_made(moto_url, tmp_path):
+    aws(moto_url, "s3").create_bucket(Bucket="itest-eu-bucket",
+                                      CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    spec = dict(SPEC, name="itest-region", source={"bucket": "itest-eu-bucket", "dag_s3_path": "dags"})
+    spec_file = tmp_path / "environment.yml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+                           str(ROOT / "playbooks" / "create.yml"), "-e", f"airstrip_spec_file={spec_file}",
+                           "-e", f"airstrip_aws_endpoint_url={moto_url}", "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+    assert proc.returncode != 0
+    assert ("source.bucket: itest-eu-bucket is in region eu-west-1, but the environment is in us-east-1"
+            in proc.stdout), proc.stdout[-3000:]
+    assert not [r for r in aws(moto_url, "iam").list_roles()["Roles"] if "itest-region" in r["RoleName"]]
+    assert not aws(moto_url, "ec2").describe_vpcs(
+        Filters=[{"Name": "tag:airstrip:environment", "Values": ["itest-region"]}])["Vpcs"]

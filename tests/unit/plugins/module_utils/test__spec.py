@@ -242,3 +242,10 @@ def test_network_subnets_default_to_quarters_of_the_vpc():
     assert "network.vpc_cidr: 10.20.0.0/28 is too small for four subnets: give a /26 or larger" in errors
     errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.20.0.0/16", "subnet_cidrs": ["10.20.0.0/24"] * 1}})
     assert any(e.startswith("network.subnet_cidrs: needs 2 private subnets") for e in errors), errors
+
+
+def test_kms_key_of_another_region_is_refused():
+    key = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666"
+    errors = errors_of({"name": "x", "kms_key": key, "airstrip": {"region": "us-east-1"}})
+    assert errors == ["kms_key: names a key in region eu-west-1, but the environment is in us-east-1: use a key of us-east-1"]
+    assert normalize({"name": "x", "kms_key": key, "airstrip": {"region": "eu-west-1"}})["kms_key"] == key
