@@ -64,10 +64,13 @@ def exists(moto_url, step):
         return any(b["Name"] == SPEC["source"]["bucket"] for b in aws(moto_url, "s3").list_buckets()["Buckets"])
     if step == 3:
         return bool(aws(moto_url, "iam").list_role_policies(RoleName=f"airstrip-{ENV}-execution")["PolicyNames"])
+    if step == 4:
+        return bool(aws(moto_url, "secretsmanager").list_secrets(
+            Filters=[{"Key": "name", "Values": [f"airstrip/{ENV}/"]}])["SecretList"])
     return bool(aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"])
 
 
-STEPS = ["iam role and instance profile", "kms key", "s3 bucket", "iam policy", "network"]
+STEPS = ["iam role and instance profile", "kms key", "s3 bucket", "iam policy", "secrets", "network"]
 
 
 @pytest.mark.parametrize("step", range(len(STEPS)), ids=STEPS)
@@ -77,8 +80,25 @@ def test_each_step_four_times(moto_url, spec_file, step):
     assert not exists(moto_url, step), "check mode created something"
     assert changed_in_step(playbook(*run)), "the real run reported no change"
     assert exists(moto_url, step)
+    first = secret_values(moto_url) if STEPS[step] == "secrets" else None
     assert changed_in_step(playbook(*run, "--check")) == []
     assert changed_in_step(playbook(*run)) == []
+    if STEPS[step] == "secrets":
+        sm = aws(moto_url, "secretsmanager")
+        key = aws(moto_url, "kms").describe_key(KeyId=f"alias/airstrip-{ENV}")["KeyMetadata"]["Arn"]
+        secrets = sm.list_secrets(Filters=[{"Key": "name", "Values": [f"airstrip/{ENV}/"]}])["SecretList"]
+        assert sorted(s["Name"].rsplit("/", 1)[1] for s in secrets) == [
+            "admin_password", "api_secret_key", "broker_password", "db_password", "fernet_seed", "jwt_secret"]
+        assert {s["KmsKeyId"] for s in secrets} == {key}
+        # Generated once: the runs after the first kept the values.
+        assert secret_values(moto_url) == first
+        assert len(first["admin_password"]) == 20 and first["admin_password"].isalnum()
+
+
+def secret_values(moto_url):
+    sm = aws(moto_url, "secretsmanager")
+    return {s["Name"].rsplit("/", 1)[1]: sm.get_secret_value(SecretId=s["Name"])["SecretString"]
+            for s in sm.list_secrets(Filters=[{"Key": "name", "Values": [f"airstrip/{ENV}/"]}])["SecretList"]}
 
 
 def tagged(moto_url):
@@ -108,8 +128,11 @@ def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(m
     assert "bucket " + SPEC["source"]["bucket"] in left and f"alias/airstrip-{ENV}" in left, left
     assert not [a for a in left if ":ec2:" in a or ":iam:" in a], left
 
+    assert len(secret_values(moto_url)) == 6  # kept with the data
+
     playbook(*delete, "-e", "airstrip_delete_data=true")
     assert tagged(moto_url) == []
+    assert secret_values(moto_url) == {}
     assert not aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"]
 
 
