@@ -108,7 +108,10 @@ SOURCE_FIELDS = frozenset(["bucket", "bucket_arn", "dag_s3_path", "plugins_s3_pa
                            "startup_script_s3_object_version", "endpoint_url", "region"])
 NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_cidr", "subnet_cidrs",
                             "availability_zones", "ui_allowed_cidrs"])
-AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region"])
+AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region",
+                             "ec2"])
+EC2_FIELDS = frozenset(["ami_id", "instance_types", "key_name"])
+EC2_HOST_ROLES = ("control", "scheduler", "webserver", "worker")
 DEFAULT_VERSION = "3.3.2"
 # Options Airstrip sets itself, and the spec field that sets each one instead.
 SPEC_OWNED_OPTIONS = {
@@ -448,6 +451,35 @@ def _check_airstrip(c, section):
     out["worker_queues"] = queues
     if section.get("region") is not None:
         out["region"] = c.string(section, "region", REGION, REGION_HINT, prefix="airstrip.")
+    out["ec2"] = _check_ec2(c, section.get("ec2"), out["target"] == "aws")
+    return out
+
+
+def _check_ec2(c, ec2, required):
+    """The EC2 instances of an environment on AWS: the AMI, and an instance type per host role."""
+    if ec2 is None:
+        if required:
+            c.error("airstrip.ec2.ami_id", "is required when airstrip.target is aws: the AMI of the hosts (Debian 12)")
+        return None
+    if not isinstance(ec2, dict):
+        c.error("airstrip.ec2", "must be a mapping with ami_id, and optionally instance_types and key_name")
+        return None
+    c.unknown(ec2, EC2_FIELDS, "airstrip.ec2.")
+    out = {"ami_id": c.string(ec2, "ami_id", re.compile(r"^ami-[0-9a-f]{8,17}$"), "must be an AMI id such as ami-0123abcd",
+                              prefix="airstrip.ec2.")}
+    if ec2.get("ami_id") is None:
+        c.error("airstrip.ec2.ami_id", "is required: the AMI of the hosts (Debian 12)")
+    types = ec2.get("instance_types") or {}
+    if not isinstance(types, dict):
+        c.error("airstrip.ec2.instance_types", "must map host roles (%s) to instance types" % ", ".join(EC2_HOST_ROLES))
+        types = {}
+    for role, value in types.items():
+        if role not in EC2_HOST_ROLES:
+            c.error("airstrip.ec2.instance_types.%s" % role, "is not a host role: use %s" % ", ".join(EC2_HOST_ROLES))
+        elif not isinstance(value, str) or not re.match(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$", value):
+            c.error("airstrip.ec2.instance_types.%s" % role, "must be an instance type such as t3.medium, got %r" % (value,))
+    out["instance_types"] = types
+    out["key_name"] = c.string(ec2, "key_name", prefix="airstrip.ec2.")
     return out
 
 

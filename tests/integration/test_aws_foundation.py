@@ -22,7 +22,11 @@ SPEC = {
     "network": {"vpc_cidr": "10.40.0.0/16", "ui_allowed_cidrs": ["192.0.2.0/24"]},
     "webserver_access_mode": "PUBLIC_ONLY",
     "tags": {"team": "platform"},
-    "airstrip": {"target": "aws", "region": "us-east-1"},
+    "schedulers": 2,
+    "min_workers": 1,
+    "max_workers": 2,
+    "min_webservers": 1,
+    "airstrip": {"target": "aws", "region": "us-east-1", "ec2": {"ami_id": "ami-00000000"}},
 }
 
 
@@ -67,10 +71,19 @@ def exists(moto_url, step):
     if step == 4:
         return bool(aws(moto_url, "secretsmanager").list_secrets(
             Filters=[{"Key": "name", "Values": [f"airstrip/{ENV}/"]}])["SecretList"])
-    return bool(aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"])
+    if step == 5:
+        return bool(aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"])
+    return bool(instances(moto_url))
 
 
-STEPS = ["iam role and instance profile", "kms key", "s3 bucket", "iam policy", "secrets", "network"]
+def instances(moto_url):
+    reservations = aws(moto_url, "ec2").describe_instances(Filters=[
+        {"Name": "tag:airstrip:environment", "Values": [ENV]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+    return sorted({t["Key"]: t["Value"] for t in i["Tags"]}["airstrip:host"] for r in reservations for i in r["Instances"])
+
+
+STEPS = ["iam role and instance profile", "kms key", "s3 bucket", "iam policy", "secrets", "network", "ec2 hosts"]
 
 
 @pytest.mark.parametrize("step", range(len(STEPS)), ids=STEPS)
@@ -93,6 +106,19 @@ def test_each_step_four_times(moto_url, spec_file, step):
         # Generated once: the runs after the first kept the values.
         assert secret_values(moto_url) == first
         assert len(first["admin_password"]) == 20 and first["admin_password"].isalnum()
+    if STEPS[step] == "ec2 hosts":
+        # One instance per host the spec asks for, found again (not doubled) by the later runs,
+        # and in the inventory groups of their role for the deploy that follows.
+        assert instances(moto_url) == ["control-0", "scheduler-0", "scheduler-1", "webserver-0", "worker-0", "worker-1"]
+        groups = groups_after(playbook(*run, "--check"))
+        assert groups["airflow_scheduler"] == [f"airstrip-{ENV}-scheduler-0", f"airstrip-{ENV}-scheduler-1"]
+        assert groups["airflow_worker"] == [f"airstrip-{ENV}-worker-0", f"airstrip-{ENV}-worker-1"]
+        assert groups["airflow_metadata_db"] == groups["airflow_broker"] == [f"airstrip-{ENV}-control-0"]
+
+
+def groups_after(result):
+    tasks = result["plays"][0]["tasks"]
+    return next(t for t in tasks if t["task"]["name"] == "The inventory groups after the step")["hosts"]["localhost"]["msg"]
 
 
 def secret_values(moto_url):
@@ -103,10 +129,14 @@ def secret_values(moto_url):
 
 def tagged(moto_url):
     """Every resource still tagged airstrip:environment=ENV (a key pending deletion is gone)."""
-    out = [r["ResourceARN"] for r in aws(moto_url, "resourcegroupstaggingapi").get_resources(
-        TagFilters=[TAG])["ResourceTagMappingList"]]
+    pages = aws(moto_url, "resourcegroupstaggingapi").get_paginator("get_resources").paginate(TagFilters=[TAG])
+    out = [r["ResourceARN"] for page in pages for r in page["ResourceTagMappingList"]]
     kms = aws(moto_url, "kms")
     out = [a for a in out if not (":kms:" in a and kms.describe_key(KeyId=a)["KeyMetadata"]["KeyState"] == "PendingDeletion")]
+    # A terminated instance lingers (as on AWS) with its tags: it is gone.
+    ec2 = aws(moto_url, "ec2")
+    out = [a for a in out if not (":instance/" in a and ec2.describe_instances(InstanceIds=[a.rsplit("/", 1)[1]])
+                                  ["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated")]
     iam = aws(moto_url, "iam")
     out += [r["Arn"] for r in iam.list_roles()["Roles"]
             if {"Key": "airstrip:environment", "Value": ENV} in iam.list_role_tags(RoleName=r["RoleName"])["Tags"]]
@@ -121,7 +151,7 @@ def tagged(moto_url):
 def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(moto_url, spec_file):
     delete = [ROOT / "playbooks" / "delete.yml", moto_url, spec_file]
     before = tagged(moto_url)
-    assert any(":vpc/" in a for a in before) and any(":role/" in a for a in before), before
+    assert any(":vpc/" in a for a in before) and any(":role/" in a for a in before), "\n".join(before)
 
     playbook(*delete)
     left = tagged(moto_url)

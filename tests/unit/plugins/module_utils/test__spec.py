@@ -249,3 +249,16 @@ def test_kms_key_of_another_region_is_refused():
     errors = errors_of({"name": "x", "kms_key": key, "airstrip": {"region": "us-east-1"}})
     assert errors == ["kms_key: names a key in region eu-west-1, but the environment is in us-east-1: use a key of us-east-1"]
     assert normalize({"name": "x", "kms_key": key, "airstrip": {"region": "eu-west-1"}})["kms_key"] == key
+
+
+def test_ec2_hosts_are_described_for_aws():
+    base = {"name": "x", "source": {"bucket": "my-bucket", "dag_s3_path": "dags"}}
+    errors = errors_of(dict(base, airstrip={"target": "aws"}))
+    assert errors == ["airstrip.ec2.ami_id: is required when airstrip.target is aws: the AMI of the hosts (Debian 12)"]
+    errors = errors_of(dict(base, airstrip={"target": "aws", "ec2": {
+        "ami_id": "ami-0123abcd", "instance_types": {"worker": "huge", "db": "t3.small"}}}))
+    assert sorted(errors) == ["airstrip.ec2.instance_types.db: is not a host role: use control, scheduler, webserver, worker",
+                              "airstrip.ec2.instance_types.worker: must be an instance type such as t3.medium, got 'huge'"]
+    ec2 = {"ami_id": "ami-0123abcd", "instance_types": {"worker": "m5.large"}}
+    env = normalize(dict(base, airstrip={"target": "aws", "ec2": ec2}))
+    assert env["airstrip"]["ec2"] == {"ami_id": "ami-0123abcd", "instance_types": {"worker": "m5.large"}, "key_name": None}
