@@ -6,19 +6,16 @@ groups, so the same checks hold for three hosts and for all-in-one.
 
 from __future__ import annotations
 
-import os
 import shlex
 import socket
 import stat
 import urllib.request
-from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
+import scenario
 from airflow_api import Api, place_dag, wait_for
+from scenario import RUNNER, SECRETS
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 testinfra_hosts = RUNNER.get_hosts("all")
 
 COMPONENTS = {
@@ -28,8 +25,6 @@ COMPONENTS = {
     "api-server": "airflow_webserver",
     "celery-worker": "airflow_worker",
 }
-ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
-SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
 DAG_ID = "airstrip_e2e"
 DAG = f'''
 from datetime import datetime
@@ -156,7 +151,7 @@ def port(host, target: str, number: int) -> str:
 def test_private_ports_are_closed_to_hosts_outside_the_environment(outsider):
     if outsider == "none":
         pytest.skip("scenario has no host outside the environment")
-    out = testinfra.get_host(f"ansible://{outsider}?ansible_inventory={INVENTORY}")
+    out = scenario.host(outsider)
     db = address(hosts_in("airflow_metadata_db")[0])
     broker = address(hosts_in("airflow_broker")[0])
     web = address(hosts_in("airflow_webserver")[0])
@@ -165,7 +160,7 @@ def test_private_ports_are_closed_to_hosts_outside_the_environment(outsider):
     for target, number in ((db, 5432), (broker, 6379), (worker, 8793), (web, 8080)):
         assert port(out, target, number) == "refused", (target, number)
     # ...to outsiders only: a member reaches them, and is admitted to authenticate.
-    member = testinfra.get_host(f"ansible://{hosts_in('airflow_worker')[0]}?ansible_inventory={INVENTORY}")
+    member = scenario.host(hosts_in('airflow_worker')[0])
     assert port(member, db, 5432) == "open" and port(member, broker, 6379) == "open"
     assert port(member, web, 8080) == "open"
     assert probe(member, PG_PROBE, db).startswith("R:")
@@ -182,7 +177,7 @@ def test_the_ui_answers_the_controller():
 def test_the_ui_answers_an_allowed_cidr_and_nothing_else_does(viewer):
     if viewer == "none":
         pytest.skip("scenario has no host in ui_allowed_cidrs")
-    h = testinfra.get_host(f"ansible://{viewer}?ansible_inventory={INVENTORY}")
+    h = scenario.host(viewer)
     assert port(h, address(hosts_in("airflow_webserver")[0]), 8080) == "open"
     assert port(h, address(hosts_in("airflow_metadata_db")[0]), 5432) == "refused"
     assert port(h, address(hosts_in("airflow_broker")[0]), 6379) == "refused"
@@ -192,7 +187,7 @@ def test_the_ui_answers_an_allowed_cidr_and_nothing_else_does(viewer):
 @pytest.fixture(scope="module")
 def api():
     for name in set(hosts_in("airflow_dag_processor") + hosts_in("airflow_worker")):
-        h = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+        h = scenario.host(name)
         place_dag(h, DAG_ID, DAG)
     web = address(hosts_in("airflow_webserver")[0])
     return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
