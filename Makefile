@@ -13,6 +13,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 LOCAL_ENV ?= local
+# The vault password that encrypts the controller's secrets files (README, "Secrets"):
+# yours if set, else one made once for this machine.
+export ANSIBLE_VAULT_PASSWORD_FILE ?= $(HOME)/.airstrip/vault-password
 
 .PHONY: help venv up down test lint sanity unit integration molecule build bench-deploy bench-sync
 
@@ -31,7 +34,10 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
 
-venv: $(STAMP) $(COLLECTION_LINK)
+$(ANSIBLE_VAULT_PASSWORD_FILE):
+	umask 077 && mkdir -p $(dir $@) && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+venv: $(STAMP) $(COLLECTION_LINK) $(ANSIBLE_VAULT_PASSWORD_FILE)
 
 up: venv
 	$(BIN)/python tests/harness/local_env.py up $(LOCAL_ENV)

@@ -65,12 +65,14 @@ def main(argv: list[str]) -> int:
               f"Run 'make up' again once it is fixed: it resumes where it stopped.", file=sys.stderr)
         return rc
     web = inv["hosts"]["web"]["ansible_host"]
-    secrets = Path.home() / ".airstrip" / env / "secrets"
+    secrets = Path.home() / ".airstrip" / env / "secrets.yml"
+    vault_view = f"{Path(sys.executable).parent / 'ansible-vault'} view {secrets}"
     print(f"""
 Airflow is up ({env}): control, web and worker hosts on docker network airstrip-{env}.
   UI and REST API: http://{web}:8080/
   user:            admin
-  password:        in {secrets}/admin_password  (cat it; every generated secret is in that folder)
+  password:        admin_password in the vault file {secrets}; show it with
+                   ANSIBLE_VAULT_PASSWORD_FILE={os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE", "~/.airstrip/vault-password")} {vault_view}
   emulated AWS:    {endpoint}  (any access key)
   DAGs:            upload to s3://{bucket}/dags/ there; every DAG host has them within seconds, e.g.
                    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {endpoint} \\

@@ -14,13 +14,18 @@ from pathlib import Path
 
 import testinfra
 import testinfra.utils.ansible_runner
+import yaml
 from airflow_api import Api
+from ansible.parsing.vault import VaultLib, VaultSecret
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY)
 PLAYBOOKS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks"
 ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
-SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets"
+# The controller's ansible-vault file of the environment's secrets, and the password the
+# Makefile gives every run.
+SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets.yml"
+VAULT_PASSWORD_FILE = Path(os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE", Path.home() / ".airstrip" / "vault-password"))
 UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
 
 
@@ -69,6 +74,12 @@ def pids() -> dict:
     return out
 
 
+def secrets() -> dict:
+    """The environment's secrets, decrypted from the controller's vault file."""
+    vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD_FILE.read_bytes().strip()))])
+    return yaml.safe_load(vault.decrypt(SECRETS.read_bytes()))
+
+
 def login() -> Api:
     web = RUNNER.get_variables(RUNNER.get_hosts("airflow_webserver")[0])["ansible_host"]
-    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
+    return Api(f"http://{web}:8080", "admin", secrets()["admin_password"])

@@ -102,12 +102,18 @@ def test_secret_files_are_private(host):
         assert host.file("/etc/redis/airstrip.conf").mode == 0o600
 
 
-def test_controller_keeps_secrets_private():
-    assert stat.S_IMODE(SECRETS.stat().st_mode) == 0o700
-    files = sorted(SECRETS.iterdir())
-    assert files, "no secrets generated"
-    for f in files:
-        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+def test_controller_keeps_secrets_encrypted():
+    """One ansible-vault file, 0600 in a 0700 folder, that holds every secret and shows none."""
+    assert stat.S_IMODE(SECRETS.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(SECRETS.stat().st_mode) == 0o600
+    data = SECRETS.read_bytes()
+    assert data.startswith(b"$ANSIBLE_VAULT;1.1;AES256")
+    values = scenario.secrets()
+    assert sorted(values) == ["admin_password", "api_secret_key", "broker_password", "db_password",
+                              "fernet_seed", "jwt_secret"]
+    for name, value in values.items():
+        assert len(value) >= 20 and value.encode() not in data, name
+    assert not (SECRETS.parent / "secrets").exists(), "plain secret files left beside the vault file"
 
 
 # ---------------------------------------------------------------- reachability
@@ -190,7 +196,7 @@ def api():
         h = scenario.host(name)
         place_dag(h, DAG_ID, DAG)
     web = address(hosts_in("airflow_webserver")[0])
-    return Api(f"http://{web}:8080", "admin", (SECRETS / "admin_password").read_text().strip())
+    return Api(f"http://{web}:8080", "admin", scenario.secrets()["admin_password"])
 
 
 def test_a_dag_runs_to_success_on_the_worker(api):

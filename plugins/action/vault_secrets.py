@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright: Airstrip developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The environment's generated secrets in one ansible-vault file on the controller.
+
+Runs on the controller only (nothing is sent to a host). The file is encrypted and
+decrypted with the vault secrets the run was given (--vault-password-file, --vault-id,
+--ask-vault-pass, ANSIBLE_VAULT_PASSWORD_FILE, an AWX Vault credential).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import secrets
+import string
+import tempfile
+
+from ansible import constants as C
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_text
+from ansible.parsing.vault import VaultLib, is_encrypted
+from ansible.plugins.action import ActionBase
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - ansible-core needs PyYAML
+    yaml = None
+
+ALPHABET = string.ascii_letters + string.digits
+HOW = ("run with the vault password: --vault-password-file FILE (or ANSIBLE_VAULT_PASSWORD_FILE), "
+       "--vault-id, --ask-vault-pass, or a Vault credential on the AWX job template")
+
+
+class VaultSecretsError(Exception):
+    pass
+
+
+def generate(length):
+    return "".join(secrets.choice(ALPHABET) for dummy in range(length))
+
+
+def pick_secret(vault_secrets, vault_id=None, verb="encrypt"):
+    """The (id, secret) to encrypt with: the one named, else the configured encrypt identity, else the first."""
+    if not vault_secrets:
+        raise VaultSecretsError("no vault password was given to this run to %s it; %s" % (verb, HOW))
+    wanted = vault_id or C.DEFAULT_VAULT_ENCRYPT_IDENTITY
+    if wanted:
+        for ident, secret in vault_secrets:
+            if ident == wanted:
+                return ident, secret
+        raise VaultSecretsError("no vault password with id '%s' was given to this run; %s" % (wanted, HOW))
+    return vault_secrets[0]
+
+
+def read_legacy(folder, names):
+    """Secrets kept by earlier releases, one plain 0600 file each: {name: value} of those present."""
+    found = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                value = handle.read().strip()
+            if value:
+                found[name] = value
+    return found
+
+
+def settle(current, names, legacy):
+    """The full set of secrets, and which were taken from the legacy folder and which generated."""
+    values = dict(current)
+    migrated, generated = [], []
+    for name, length in sorted(names.items()):
+        if values.get(name):
+            continue
+        if name in legacy:
+            values[name] = legacy[name]
+            migrated.append(name)
+        else:
+            values[name] = generate(int(length))
+            generated.append(name)
+    return values, migrated, generated
+
+
+def write_private(path, data):
+    """Write bytes to path as 0600, atomically, in a 0700 folder."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vault-secrets-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = self._task.args
+        path = os.path.expanduser(args.get("path") or "")
+        names = args.get("names") or {}
+        legacy_dir = os.path.expanduser(args.get("legacy_dir") or "")
+        if not path or not isinstance(names, dict) or not names:
+            result.update(failed=True, msg="vault_secrets needs path and names (a mapping of secret name to length)")
+            return result
+        vault_secrets = self._loader._vault.secrets if self._loader._vault else []
+        try:
+            current = {}
+            if os.path.exists(path):
+                current = self._read(path, vault_secrets)
+            legacy = read_legacy(legacy_dir, names) if legacy_dir and os.path.isdir(legacy_dir) else {}
+            values, migrated, generated = settle(current, names, legacy)
+            changed = bool(migrated or generated)
+            if changed and not self._play_context.check_mode:
+                ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
+                # Plain str keys and values (a task's arguments may come as tagged strings).
+                plain = yaml.safe_dump(json.loads(json.dumps(values)), default_flow_style=False, sort_keys=True)
+                data = VaultLib([(ident, secret)]).encrypt(plain, secret, ident if ident != "default" else None)
+                write_private(path, data)
+            elif os.path.exists(path) and os.stat(path).st_mode & 0o077 and not self._play_context.check_mode:
+                os.chmod(path, 0o600)
+                changed = True
+            if migrated and not self._play_context.check_mode:
+                for name in migrated:
+                    os.unlink(os.path.join(legacy_dir, name))
+                if not os.listdir(legacy_dir):
+                    os.rmdir(legacy_dir)
+        except VaultSecretsError as exc:
+            result.update(failed=True, msg="The environment's secrets file %s: %s." % (path, exc))
+            return result
+        # The secrets are never shown, whatever the task says; a failure's message holds none.
+        result["_ansible_no_log"] = True
+        result.update(changed=changed, secrets=values, path=path, migrated=migrated, generated=generated)
+        return result
+
+    def _read(self, path, vault_secrets):
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if not is_encrypted(data):
+            raise VaultSecretsError("it is not encrypted: encrypt it with 'ansible-vault encrypt %s'" % path)
+        if not vault_secrets:
+            raise VaultSecretsError("no vault password was given to this run to decrypt it; %s" % HOW)
+        try:
+            plain = VaultLib(vault_secrets).decrypt(data)
+        except AnsibleError:
+            raise VaultSecretsError("none of the vault passwords given to this run decrypts it (it was encrypted "
+                                    "with another one); %s" % HOW)
+        loaded = yaml.safe_load(to_text(plain)) or {}
+        if not isinstance(loaded, dict):
+            raise VaultSecretsError("it does not hold a mapping of secret names to values")
+        return dict((to_text(k), to_text(v)) for k, v in loaded.items() if v)

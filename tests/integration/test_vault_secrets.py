@@ -1,0 +1,136 @@
+"""airstrip.airflow.vault_secrets run by ansible with real vault passwords: the controller's
+encrypted secrets file of an on-prem environment."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = str(Path(sys.executable).parent / "ansible")
+NAMES = {"db_password": 32, "admin_password": 20, "fernet_seed": 48}
+
+
+def run(args, password_file=None, check=False, extra=(), ok=True):
+    cmd = [ANSIBLE, "localhost", "-c", "local", "-m", "airstrip.airflow.vault_secrets", "-a", json.dumps(args),
+           *extra]
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    if password_file:
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password_file)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert bool(result.get("failed")) != ok, result
+    return result, proc.stdout + proc.stderr
+
+
+def decrypt(path, password):
+    return yaml.safe_load(VaultLib([("default", VaultSecret(password))]).decrypt(path.read_bytes()))
+
+
+@pytest.fixture
+def vault(tmp_path):
+    password = tmp_path / "vault-password"
+    password.write_text("correct horse battery staple\n")
+    path = tmp_path / "env" / "secrets.yml"
+    return password, path, {"path": str(path), "names": NAMES, "legacy_dir": str(tmp_path / "env" / "secrets")}
+
+
+def test_check_then_real_then_no_change(vault):
+    password, path, args = vault
+    r, out = run(args, password, check=True)
+    assert r["changed"] is True and not path.exists()
+
+    r, out = run(args, password)
+    assert r["changed"] is True
+    values = decrypt(path, b"correct horse battery staple")
+    assert {k: len(v) for k, v in values.items()} == NAMES
+    assert all(v.isalnum() for v in values.values())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    data = path.read_bytes()
+    assert data.startswith(b"$ANSIBLE_VAULT;1.1;AES256")
+    for value in values.values():
+        assert value.encode() not in data and value not in out, "a secret in clear"
+
+    for check in (True, False):
+        r, out = run(args, password, check=check)
+        assert r["changed"] is False
+    assert path.read_bytes() == data, "a run with nothing to add rewrote the file"
+
+
+def test_a_new_name_is_added_and_the_others_kept(vault):
+    password, path, args = vault
+    run(args, password)
+    before = decrypt(path, b"correct horse battery staple")
+    r, dummy = run(dict(args, names=dict(NAMES, jwt_secret=48)), password)
+    assert r["changed"] is True
+    after = decrypt(path, b"correct horse battery staple")
+    assert len(after.pop("jwt_secret")) == 48 and after == before
+
+
+def test_plain_files_of_earlier_releases_are_taken_over_then_removed(vault):
+    password, path, args = vault
+    legacy = Path(args["legacy_dir"])
+    legacy.mkdir(parents=True, mode=0o700)
+    (legacy / "db_password").write_text("OldDbPassword1234567890\n")
+    (legacy / "admin_password").write_text("OldAdminPassword123\n")
+    r, out = run(args, password)
+    assert r["changed"] is True and "OldDbPassword" not in out
+    values = decrypt(path, b"correct horse battery staple")
+    assert values["db_password"] == "OldDbPassword1234567890"
+    assert values["admin_password"] == "OldAdminPassword123"
+    assert len(values["fernet_seed"]) == 48
+    assert not legacy.exists()
+
+
+def test_without_a_vault_password_it_stops_and_writes_nothing(vault):
+    dummy, path, args = vault
+    legacy = Path(args["legacy_dir"])
+    legacy.mkdir(parents=True)
+    (legacy / "db_password").write_text("KeepMe\n")
+    r, out = run(args, ok=False)
+    assert r.get("failed") is True
+    assert f"The environment's secrets file {path}: no vault password was given" in r["msg"]
+    assert "--vault-password-file" in r["msg"] and "AWX" in r["msg"]
+    assert not path.exists() and (legacy / "db_password").read_text() == "KeepMe\n"
+
+
+def test_a_wrong_password_is_refused_and_the_file_kept(vault, tmp_path):
+    password, path, args = vault
+    run(args, password)
+    data = path.read_bytes()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it\n")
+    r, dummy = run(args, wrong, ok=False)
+    assert r.get("failed") is True and "none of the vault passwords given to this run decrypts it" in r["msg"]
+    assert path.read_bytes() == data
+
+
+def test_a_file_in_clear_is_refused(vault):
+    password, path, args = vault
+    path.parent.mkdir(parents=True)
+    path.write_text("db_password: plain\n")
+    r, dummy = run(args, password, ok=False)
+    assert r.get("failed") is True and f"ansible-vault encrypt {path}" in r["msg"]
+
+
+def test_vault_ids_pick_the_named_one(vault, tmp_path):
+    password, path, args = vault
+    other = tmp_path / "other"
+    other.write_text("second password\n")
+    extra = ("--vault-id", f"dev@{password}", "--vault-id", f"prod@{other}")
+    r, dummy = run(dict(args, vault_id="prod"), extra=extra)
+    assert r["changed"] is True
+    assert path.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;prod")
+    assert sorted(decrypt(path, b"second password")) == sorted(NAMES)
+    r, dummy = run(dict(args, vault_id="prod"), extra=extra)
+    assert r["changed"] is False
