@@ -19,7 +19,7 @@ OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 # Options Airstrip sets itself, and the setting that controls each one instead.
 OWNED_OPTIONS = {
     "core.executor": "the collection (CeleryExecutor, always)",
-    "core.fernet_key": "the generated secrets (airstrip_secrets_dir)",
+    "core.fernet_key": "the generated secrets (airstrip.secrets_backend)",
     "core.dags_folder": "airflow_dags_folder",
     "core.execution_api_server_url": "the airflow_webserver inventory group",
     "database.sql_alchemy_conn": "airstrip_database_url or the airflow_metadata_db group",
@@ -27,8 +27,8 @@ OWNED_OPTIONS = {
     "celery.result_backend": "airstrip_database_url or the airflow_metadata_db group",
     "celery.worker_concurrency": "airflow_worker_concurrency",
     "api.port": "airflow_api_port",
-    "api.secret_key": "the generated secrets (airstrip_secrets_dir)",
-    "api_auth.jwt_secret": "the generated secrets (airstrip_secrets_dir)",
+    "api.secret_key": "the generated secrets (airstrip.secrets_backend)",
+    "api_auth.jwt_secret": "the generated secrets (airstrip.secrets_backend)",
 }
 
 

@@ -109,7 +109,7 @@ SOURCE_FIELDS = frozenset(["bucket", "bucket_arn", "dag_s3_path", "plugins_s3_pa
 NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_cidr", "subnet_cidrs",
                             "availability_zones", "ui_allowed_cidrs"])
 AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region",
-                             "ec2"])
+                             "endpoint_url", "ec2"])
 EC2_FIELDS = frozenset(["ami_id", "instance_types", "key_name"])
 EC2_HOST_ROLES = ("control", "scheduler", "webserver", "worker")
 DEFAULT_VERSION = "3.3.2"
@@ -125,6 +125,7 @@ SPEC_OWNED_OPTIONS = {
     "api.port": "nothing: Airstrip serves the UI and API on its own port",
     "api.secret_key": "nothing: Airstrip generates it",
     "api_auth.jwt_secret": "nothing: Airstrip generates it",
+    "secrets.backend": "airstrip.secrets_backend",
 }
 
 
@@ -422,9 +423,13 @@ def _check_airstrip(c, section):
         c.error("airstrip", "must be a mapping (target, hosts, broker, database, secrets_backend, worker_queues)")
         return {"target": "onprem"}
     c.unknown(section, AIRSTRIP_FIELDS, "airstrip.")
+    target = c.choice(section, "target", TARGETS, default="onprem", prefix="airstrip.")
+    # Where Airstrip keeps the secrets it generates and where Airflow looks up connections and
+    # variables: Secrets Manager on AWS, else the controller's vault file and the metadata database.
     out = {
-        "target": c.choice(section, "target", TARGETS, default="onprem", prefix="airstrip."),
-        "secrets_backend": c.choice(section, "secrets_backend", SECRETS_BACKENDS, default="none", prefix="airstrip."),
+        "target": target,
+        "secrets_backend": c.choice(section, "secrets_backend", SECRETS_BACKENDS,
+                                    default="aws_secrets_manager" if target == "aws" else "none", prefix="airstrip."),
     }
     hosts = section.get("hosts", {})
     if not isinstance(hosts, dict):
@@ -451,6 +456,10 @@ def _check_airstrip(c, section):
     out["worker_queues"] = queues
     if section.get("region") is not None:
         out["region"] = c.string(section, "region", REGION, REGION_HINT, prefix="airstrip.")
+    if section.get("endpoint_url") is not None:
+        # One endpoint for every AWS API: an emulator, or a private gateway to AWS.
+        out["endpoint_url"] = c.string(section, "endpoint_url", re.compile(r"^https?://[^\s/]+"),
+                                       "must be an http(s) URL", prefix="airstrip.")
     out["ec2"] = _check_ec2(c, section.get("ec2"), out["target"] == "aws")
     return out
 

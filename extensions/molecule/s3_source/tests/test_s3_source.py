@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 from pathlib import Path
 
 import boto3
+import pytest
 import scenario
 import yaml
 from airflow_api import wait_for
@@ -90,6 +92,53 @@ def test_plugin_operator_uses_the_requirement():
     run_id = run_dag(api, "s3_hello")
     xcom = api.call("GET", f"/dags/s3_hello/dagRuns/{run_id}/taskInstances/year/xcomEntries/return_value")
     assert "year: MMXXVI" in str(xcom["value"]), xcom
+
+
+def secretsmanager():
+    return boto3.client("secretsmanager", endpoint_url=SOURCE["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_secrets_come_from_secrets_manager_to_each_host():
+    """airstrip.secrets_backend aws_secrets_manager: no vault file on the controller; each host read
+    the secrets itself (boto3 installed for it) and uses Secrets Manager's values."""
+    assert not scenario.SECRETS.exists()
+    values = scenario.secrets()
+    assert sorted(values) == scenario.SECRET_NAMES
+    control = host("control")
+    assert control.package("python3-boto3").is_installed and host("worker").package("python3-boto3").is_installed
+    redis = control.run("cat /etc/redis/airstrip.conf").stdout
+    assert f"requirepass {values['broker_password']}" in redis
+    for name in DAG_HOSTS:
+        cfg = host(name).run("cat /etc/airflow/airflow.cfg").stdout
+        assert "backend = airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend" in cfg
+        assert '"variables_prefix": "airflow/variables"' in cfg
+        env = host(name).file("/etc/airflow/aws.env")
+        assert env.mode == 0o600 and env.user == "root"
+    login()  # the admin password from Secrets Manager opens the API
+
+
+def test_dag_reads_a_variable_and_a_connection_from_secrets_manager():
+    sm = secretsmanager()
+    for name, value in (("airflow/variables/sm_greeting", "hello from secrets manager"),
+                        ("airflow/connections/sm_http", '{"conn_type": "http", "host": "api.example.internal", '
+                                                        '"port": 8443, "login": "svc", "password": "pw-123"}')):
+        try:
+            sm.create_secret(Name=name, SecretString=value)
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+    source = (Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "files" / "dags" / "sm_reader.py").read_bytes()
+    s3().put_object(Bucket=BUCKET, Key="dags/sm_reader.py", Body=source)
+    api = login()
+    run_id = run_dag(api, "sm_reader")
+    xcom = api.call("GET", f"/dags/sm_reader/dagRuns/{run_id}/taskInstances/read/xcomEntries/return_value")
+    assert xcom["value"] == "hello from secrets manager|api.example.internal:8443|svc", xcom
+    # Neither is in the metadata database: they came from Secrets Manager.
+    for path in ("/variables/sm_greeting", "/connections/sm_http"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            api.call("GET", path)
+        assert missing.value.code == 404, path
+    s3().delete_object(Bucket=BUCKET, Key="dags/sm_reader.py")
 
 
 def test_uploaded_dag_reaches_every_dag_host_and_runs():

@@ -26,6 +26,7 @@ ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
 # Makefile gives every run.
 SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets.yml"
 VAULT_PASSWORD_FILE = Path(os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE", Path.home() / ".airstrip" / "vault-password"))
+SECRET_NAMES = ["admin_password", "api_secret_key", "broker_password", "db_password", "fernet_seed", "jwt_secret"]
 UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
 
 
@@ -75,7 +76,17 @@ def pids() -> dict:
 
 
 def secrets() -> dict:
-    """The environment's secrets, decrypted from the controller's vault file."""
+    """The environment's secrets: from Secrets Manager when its spec keeps them there, else
+    decrypted from the controller's vault file."""
+    spec_file = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "environment.yml"
+    airstrip = (yaml.safe_load(spec_file.read_text()).get("airstrip") or {}) if spec_file.exists() else {}
+    if airstrip.get("secrets_backend") == "aws_secrets_manager":
+        import boto3
+
+        client = boto3.client("secretsmanager", endpoint_url=airstrip["endpoint_url"], region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        return {name: client.get_secret_value(SecretId=f"airstrip/{ENV_NAME}/{name}")["SecretString"]
+                for name in SECRET_NAMES}
     vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD_FILE.read_bytes().strip()))])
     return yaml.safe_load(vault.decrypt(SECRETS.read_bytes()))
 

@@ -109,8 +109,7 @@ def test_controller_keeps_secrets_encrypted():
     data = SECRETS.read_bytes()
     assert data.startswith(b"$ANSIBLE_VAULT;1.1;AES256")
     values = scenario.secrets()
-    assert sorted(values) == ["admin_password", "api_secret_key", "broker_password", "db_password",
-                              "fernet_seed", "jwt_secret"]
+    assert sorted(values) == scenario.SECRET_NAMES
     for name, value in values.items():
         assert len(value) >= 20 and value.encode() not in data, name
     assert not (SECRETS.parent / "secrets").exists(), "plain secret files left beside the vault file"

@@ -262,3 +262,20 @@ def test_ec2_hosts_are_described_for_aws():
     ec2 = {"ami_id": "ami-0123abcd", "instance_types": {"worker": "m5.large"}}
     env = normalize(dict(base, airstrip={"target": "aws", "ec2": ec2}))
     assert env["airstrip"]["ec2"] == {"ami_id": "ami-0123abcd", "instance_types": {"worker": "m5.large"}, "key_name": None}
+
+
+def test_secrets_backend_defaults_to_secrets_manager_on_aws_only():
+    base = {"name": "x", "source": {"bucket": "my-bucket", "dag_s3_path": "dags"}}
+    assert normalize(base)["airstrip"]["secrets_backend"] == "none"
+    aws = {"target": "aws", "ec2": {"ami_id": "ami-0123abcd"}}
+    assert normalize(dict(base, airstrip=aws))["airstrip"]["secrets_backend"] == "aws_secrets_manager"
+    assert normalize(dict(base, airstrip=dict(aws, secrets_backend="none")))["airstrip"]["secrets_backend"] == "none"
+    hybrid = normalize(dict(base, airstrip={"secrets_backend": "aws_secrets_manager", "endpoint_url": "http://10.0.0.9:5000"}))
+    assert hybrid["airstrip"]["secrets_backend"] == "aws_secrets_manager"
+    assert hybrid["airstrip"]["endpoint_url"] == "http://10.0.0.9:5000"
+    assert errors_of(dict(base, airstrip={"secrets_backend": "vault"}))[0].startswith("airstrip.secrets_backend:")
+    assert errors_of(dict(base, airstrip={"endpoint_url": "moto:5000"})) == [
+        "airstrip.endpoint_url: must be an http(s) URL, got 'moto:5000'"]
+    assert errors_of(dict(base, airflow_configuration_options={
+        "secrets.backend": "airflow.secrets.local_filesystem.LocalFilesystemBackend"}))[0].startswith(
+        "airflow_configuration_options['secrets.backend']")
