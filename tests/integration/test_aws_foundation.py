@@ -31,8 +31,12 @@ SPEC = {
 
 
 @pytest.fixture(scope="module")
-def spec_file(tmp_path_factory):
+def spec_file(tmp_path_factory, moto_url):
     path = tmp_path_factory.mktemp("aws") / "environment.yml"
+    # An AMI the emulated EC2 knows (it ships a list of public ones).
+    images = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing").describe_images(Owners=["amazon"])["Images"]
+    SPEC["airstrip"]["ec2"]["ami_id"] = sorted(i["ImageId"] for i in images if i.get("RootDeviceName"))[0]
     path.write_text(yaml.safe_dump(SPEC))
     return path
 
@@ -114,6 +118,15 @@ def test_each_step_four_times(moto_url, spec_file, step):
         assert groups["airflow_scheduler"] == [f"airstrip-{ENV}-scheduler-0", f"airstrip-{ENV}-scheduler-1"]
         assert groups["airflow_worker"] == [f"airstrip-{ENV}-worker-0", f"airstrip-{ENV}-worker-1"]
         assert groups["airflow_metadata_db"] == groups["airflow_broker"] == [f"airstrip-{ENV}-control-0"]
+        # Every root volume is encrypted with the environment's key.
+        ec2 = aws(moto_url, "ec2")
+        key = aws(moto_url, "kms").describe_key(KeyId=f"alias/airstrip-{ENV}")["KeyMetadata"]["Arn"]
+        ids = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+            {"Name": "tag:airstrip:environment", "Values": [ENV]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"] for i in r["Instances"]]
+        volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": ids}])["Volumes"]
+        assert len(volumes) == len(ids) == 6
+        assert {(v["Encrypted"], v.get("KmsKeyId"), v["Size"], v["VolumeType"]) for v in volumes} == {(True, key, 30, "gp3")}
 
 
 def groups_after(result):
