@@ -222,13 +222,20 @@ def changed(result):
 # ---------------------------------------------------------------------------------------------
 # The agent: a long-running loop around sync(), run by systemd on every host that needs DAGs.
 
-def make_client(endpoint_url=None, region=None, workers=DEFAULT_WORKERS):
-    """A boto3 S3 client that retries throttling and network errors with backoff."""
-    import boto3
+def client_config(workers=DEFAULT_WORKERS):
+    """botocore settings of every sync client: throttling and network errors retried with
+    backoff, a connection per download thread."""
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(10, workers),
-                    connect_timeout=5, read_timeout=30)
+    return Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(10, workers),
+                  connect_timeout=5, read_timeout=30)
+
+
+def make_client(endpoint_url=None, region=None, workers=DEFAULT_WORKERS):
+    """A boto3 S3 client for the agent, with client_config()."""
+    import boto3
+
+    config = client_config(workers)
     session = boto3.session.Session()
     fast_timestamps(session._session)
     return session.client("s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config)

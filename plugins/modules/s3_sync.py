@@ -109,11 +109,6 @@ skipped:
   elements: str
 """
 
-try:
-    from botocore.config import Config
-except ImportError:
-    pass  # AnsibleAWSModule reports the missing botocore
-
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.airstrip.airflow.plugins.module_utils import _s3sync
@@ -133,8 +128,7 @@ def main():
     p = module.params
     if p["workers"] < 1:
         module.fail_json(msg="workers must be 1 or more, got %d" % p["workers"])
-    client = module.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5},
-                                               max_pool_connections=max(10, p["workers"])))
+    client = module.client("s3", config=_s3sync.client_config(p["workers"]))
     try:
         result = _s3sync.sync(client, p["bucket"], p["prefix"], p["dest"], delete=p["delete"],
                               workers=p["workers"], check_mode=module.check_mode)

@@ -18,7 +18,7 @@ description:
   - The amazon.aws C(secretsmanager_secret) lookup does the same on the controller; no amazon.aws or
     community.aws module returns a secret's value.
   - Needs boto3 on the host (Debian's C(python3-boto3) is enough); it does not need the versions
-    amazon.aws asks of the controller. The values are returned to the play: register them with
+    amazon.aws asks of the controller. The values are returned to the play, so register them with
     C(no_log).
 author:
   - Airstrip developers (@airstrip)

@@ -14,26 +14,26 @@ import sys
 from pathlib import Path
 
 import pytest
-import testinfra.utils.ansible_runner
+import scenario
 import yaml
+from scenario import RUNNER
 
-INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
-SITE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "site.yml"
-RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(str(INVENTORY))
+INVENTORY = Path(scenario.INVENTORY)
+SITE = scenario.PLAYBOOKS / "site.yml"
 
 
 def fingerprint() -> dict[str, str]:
     """What the deploy would change on each host, read without changing anything."""
     out = {}
     for name in RUNNER.get_hosts("all"):
-        host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-        out[name] = host.check_output(
+        out[name] = scenario.host(name).check_output(
             "sha256sum /etc/airflow/airflow.cfg /etc/systemd/system/airflow-*.service 2>/dev/null; "
             "stat -c %Y /etc/airflow/airflow.cfg 2>/dev/null || true")
     return out
 
 
-def deploy(tmp_path: Path, extra: dict, drop_group: str | None = None) -> subprocess.CompletedProcess:
+def deploy(tmp_path: Path, extra: dict, drop_group: str | None = None, vault: str | None = "ours"
+           ) -> subprocess.CompletedProcess:
     inv_dir = tmp_path / "inventory"
     shutil.copytree(INVENTORY.parent, inv_dir)
     inv_file = inv_dir / INVENTORY.name
@@ -43,11 +43,19 @@ def deploy(tmp_path: Path, extra: dict, drop_group: str | None = None) -> subpro
         inv_file.write_text(yaml.safe_dump(data))
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv_dir), str(SITE),
            "-e", json.dumps(extra)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    env = dict(os.environ)
+    if vault is None:
+        env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    elif vault != "ours":
+        (tmp_path / "vault-password").write_text(vault)
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(tmp_path / "vault-password")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
 
 
 CASES = {
     "no scheduler host": ({}, "airflow_scheduler", "No host in inventory group(s) airflow_scheduler"),
+    "no vault password": ({}, None, "no vault password was given to this run to decrypt it"),
+    "another vault password": ({}, None, "none of the vault passwords given to this run decrypts it"),
     "unknown Airflow version": ({"airflow_version": "3.9.9"}, None,
                                 "airflow_version 3.9.9 does not exist on the package index"),
     "not an Airflow 3 version": ({"airflow_version": "latest"}, None,
@@ -67,7 +75,8 @@ def before():
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_input_stops_before_any_host(case, tmp_path, before):
     extra, drop, message = CASES[case]
-    result = deploy(tmp_path, extra, drop)
+    vault = {"no vault password": None, "another vault password": "not the one\n"}.get(case, "ours")
+    result = deploy(tmp_path, extra, drop, vault)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert message in output, output[-3000:]
