@@ -50,7 +50,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Only reads; runs the same in check mode.
+    description: Only reads; in check mode a secret not made yet gets a placeholder instead of failing.
   diff_mode:
     support: none
     description: Changes nothing.
@@ -68,9 +68,17 @@ EXAMPLES = r"""
 
 RETURN = r"""
 secrets:
-  description: Name (without the prefix) -> the secret's current string value.
+  description:
+    - Name (without the prefix) -> the secret's current string value.
+    - In check mode, a secret that does not exist yet (or every one, when boto3 is not installed
+      yet) gets a placeholder, with a warning, so that a first check-mode run can go on.
   returned: success
   type: dict
+missing:
+  description: Names given a placeholder in check mode.
+  returned: success
+  type: list
+  elements: str
 """
 
 import traceback
@@ -88,6 +96,15 @@ else:
     BOTO3_IMPORT_ERROR = None
 
 
+PLACEHOLDER = "(check mode: not made yet)"
+
+
+def fail(module, secret_id, exc):
+    module.fail_json(msg="Cannot read secret %s from Secrets Manager on this host: %s. The host's credentials "
+                         "(its instance profile on EC2) need secretsmanager:GetSecretValue on it and "
+                         "kms:Decrypt on its key." % (secret_id, exc))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -102,6 +119,11 @@ def main():
         required_together=[("access_key", "secret_key")],
         supports_check_mode=True,
     )
+    if boto3 is None and module.check_mode:
+        # A first check-mode run, before the package that brings boto3 is installed.
+        module.warn("boto3 is not installed yet: check mode goes on with placeholders for the secrets")
+        module.exit_json(changed=False, secrets=dict((n, PLACEHOLDER) for n in module.params["names"]),
+                         missing=module.params["names"])
     if boto3 is None:
         module.fail_json(msg=missing_required_lib("boto3", reason="to read secrets from Secrets Manager")
                          + " (on Debian: apt install python3-boto3)", exception=BOTO3_IMPORT_ERROR)
@@ -111,19 +133,26 @@ def main():
         aws_access_key_id=p["access_key"] or None, aws_secret_access_key=p["secret_key"] or None,
         aws_session_token=p["session_token"] or None,
         config=Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=20))
-    values = {}
+    values, missing = {}, []
     for name in p["names"]:
         secret_id = p["prefix"] + name
         try:
             answer = client.get_secret_value(SecretId=secret_id)
-        except (BotoCoreError, ClientError) as exc:
-            module.fail_json(msg="Cannot read secret %s from Secrets Manager on this host: %s. The host's credentials "
-                                 "(its instance profile on EC2) need secretsmanager:GetSecretValue on it and "
-                                 "kms:Decrypt on its key." % (secret_id, exc))
+        except ClientError as exc:
+            if module.check_mode and exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                # Check mode of a first run: the secrets_manager role has not made it yet.
+                values[name] = PLACEHOLDER
+                missing.append(name)
+                continue
+            fail(module, secret_id, exc)
+        except BotoCoreError as exc:
+            fail(module, secret_id, exc)
         if "SecretString" not in answer:
             module.fail_json(msg="Secret %s holds binary data; Airstrip's secrets are strings" % secret_id)
         values[name] = answer["SecretString"]
-    module.exit_json(changed=False, secrets=values)
+    if missing:
+        module.warn("check mode: secret(s) %s do not exist yet; the real run makes them" % ", ".join(missing))
+    module.exit_json(changed=False, secrets=values, missing=missing)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ def changed_in_step(result):
     return [t["task"]["name"] for t in tasks[start + 1:] if any(h.get("changed") for h in t["hosts"].values())]
 
 
+def changed_tasks(result):
+    """Names of every changed task of a playbook's JSON result."""
+    return [t["task"]["name"] for play in result["plays"] for t in play["tasks"]
+            if any(h.get("changed") for h in t["hosts"].values())]
+
+
 def aws(moto_url, service):
     return boto3.client(service, endpoint_url=moto_url, region_name="us-east-1")
 
@@ -196,3 +202,31 @@ def test_bucket_of_another_region_is_refused_before_anything_is_made(moto_url, t
     assert not [r for r in aws(moto_url, "iam").list_roles()["Roles"] if "itest-region" in r["RoleName"]]
     assert not aws(moto_url, "ec2").describe_vpcs(
         Filters=[{"Name": "tag:airstrip:environment", "Values": ["itest-region"]}])["Vpcs"]
+
+
+def test_secrets_of_an_environment_off_aws_in_secrets_manager(moto_url, tmp_path):
+    """airstrip.secrets_backend aws_secrets_manager on an on-prem environment: only the secrets are
+    made (nothing else of the AWS side), once, and removed only with the data."""
+    env_name = "itest-hybrid"
+    spec_file = tmp_path / "environment.yml"
+    spec_file.write_text(yaml.safe_dump({"name": env_name, "airstrip": {"secrets_backend": "aws_secrets_manager"}}))
+    run = [ROOT / "tests" / "integration" / "aws" / "hybrid.yml", moto_url, spec_file]
+    sm = aws(moto_url, "secretsmanager")
+
+    def values():
+        return {s["Name"].rsplit("/", 1)[1]: sm.get_secret_value(SecretId=s["Name"])["SecretString"]
+                for s in sm.list_secrets(Filters=[{"Key": "name", "Values": [f"airstrip/{env_name}/"]}])["SecretList"]}
+
+    assert changed_tasks(playbook(*run))
+    first = values()
+    assert sorted(first) == ["admin_password", "api_secret_key", "broker_password", "db_password", "fernet_seed",
+                             "jwt_secret"]
+    assert changed_tasks(playbook(*run)) == [] and values() == first
+    assert not [r for r in aws(moto_url, "iam").list_roles()["Roles"] if env_name in r["RoleName"]]
+    assert not aws(moto_url, "ec2").describe_vpcs(
+        Filters=[{"Name": "tag:airstrip:environment", "Values": [env_name]}])["Vpcs"]
+
+    playbook(*run, "-e", "airstrip_aws_state=absent")
+    assert values() == first
+    playbook(*run, "-e", "airstrip_aws_state=absent", "-e", "airstrip_delete_data=true")
+    assert values() == {}

@@ -1,0 +1,53 @@
+"""airstrip.airflow.secrets_manager_values, run by ansible against the emulated Secrets Manager."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = str(Path(sys.executable).parent / "ansible")
+
+
+def run(args, check=False):
+    cmd = [ANSIBLE, "localhost", "-c", "local", "-m", "airstrip.airflow.secrets_manager_values", "-a", json.dumps(args),
+           "-e", "ansible_python_interpreter=" + sys.executable]
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_reads_each_secret_and_reports_what_is_missing(moto_url):
+    sm = boto3.client("secretsmanager", endpoint_url=moto_url, region_name="us-east-1")
+    sm.create_secret(Name="airstrip/itest-read/db_password", SecretString="s3cr3t-db")
+    sm.create_secret(Name="airstrip/itest-read/broker_password", SecretString="s3cr3t-broker")
+    args = {"prefix": "airstrip/itest-read/", "names": ["db_password", "broker_password"],
+            "endpoint_url": moto_url, "region": "us-east-1"}
+
+    r = run(args)
+    assert r["changed"] is False and r["secrets"] == {"db_password": "s3cr3t-db", "broker_password": "s3cr3t-broker"}
+    assert r["missing"] == []
+
+    r = run(dict(args, names=["db_password", "admin_password"]))
+    assert r.get("failed") is True
+    assert r["msg"].startswith("Cannot read secret airstrip/itest-read/admin_password from Secrets Manager on this "
+                               "host: An error occurred (ResourceNotFoundException)"), r["msg"]
+    assert "secretsmanager:GetSecretValue" in r["msg"]
+
+    # Check mode of a first run goes on, with a placeholder and a warning.
+    r = run(dict(args, names=["db_password", "admin_password"]), check=True)
+    assert not r.get("failed") and r["missing"] == ["admin_password"]
+    assert r["secrets"]["db_password"] == "s3cr3t-db" and r["secrets"]["admin_password"].startswith("(check mode")
+    assert any("admin_password do not exist yet" in w for w in r["warnings"])
+
+
+def test_an_unreachable_endpoint_fails_naming_the_secret():
+    r = run({"prefix": "airstrip/x/", "names": ["db_password"], "endpoint_url": "http://127.0.0.1:9",
+             "region": "us-east-1"})
+    assert r.get("failed") is True and "Cannot read secret airstrip/x/db_password" in r["msg"]
