@@ -21,6 +21,7 @@ import tempfile
 from ansible import constants as C
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
@@ -115,33 +116,52 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="vault_secrets needs path and names (a mapping of secret name to length)")
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
+        check_mode = self._play_context.check_mode
+        create = boolean(args.get("create", True))
         try:
             current = {}
             if os.path.exists(path):
                 current = self._read(path, vault_secrets)
+            elif not create:
+                result["_ansible_no_log"] = True
+                result.update(changed=False, secrets={}, path=path, migrated=[], generated=[])
+                return result
             legacy = read_legacy(legacy_dir, names) if legacy_dir and os.path.isdir(legacy_dir) else {}
             values, migrated, generated = settle(current, names, legacy)
-            changed = bool(migrated or generated)
-            if changed and not self._play_context.check_mode:
+            changed = bool(migrated or generated) and create
+            if create:
+                # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
+            if changed and not check_mode:
                 # Plain str keys and values (a task's arguments may come as tagged strings).
                 plain = yaml.safe_dump(json.loads(json.dumps(values)), default_flow_style=False, sort_keys=True)
                 data = VaultLib([(ident, secret)]).encrypt(plain, secret, ident if ident != "default" else None)
                 write_private(path, data)
-            elif os.path.exists(path) and os.stat(path).st_mode & 0o077 and not self._play_context.check_mode:
+            elif create and os.path.exists(path) and os.stat(path).st_mode & 0o077 and not check_mode:
                 os.chmod(path, 0o600)
                 changed = True
-            if migrated and not self._play_context.check_mode:
-                for name in migrated:
-                    os.unlink(os.path.join(legacy_dir, name))
-                if not os.listdir(legacy_dir):
-                    os.rmdir(legacy_dir)
+            # Plain files of secrets the vault file now holds are removed (also ones an
+            # interrupted run left behind).
+            stale = [name for name in legacy if name in values] if create and not check_mode else []
+            for name in stale:
+                os.unlink(os.path.join(legacy_dir, name))
+                changed = True
+            if stale and not os.listdir(legacy_dir):
+                os.rmdir(legacy_dir)
         except VaultSecretsError as exc:
             result.update(failed=True, msg="The environment's secrets file %s: %s." % (path, exc))
             return result
+        except (OSError, IOError) as exc:
+            where = getattr(exc, "filename", None) or path
+            result.update(failed=True, msg="The environment's secrets file %s: %s (%s): check who owns it and its "
+                                           "folder, and the space left." % (path, exc.strerror or exc, where))
+            return result
+        if not create:
+            values = current
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, migrated=migrated, generated=generated)
+        result.update(changed=changed, secrets=values, path=path, migrated=migrated if create else [],
+                      generated=generated if create else [])
         return result
 
     def _read(self, path, vault_secrets):
@@ -153,10 +173,16 @@ class ActionModule(ActionBase):
             raise VaultSecretsError("no vault password was given to this run to decrypt it; %s" % HOW)
         try:
             plain = VaultLib(vault_secrets).decrypt(data)
-        except AnsibleError:
-            raise VaultSecretsError("none of the vault passwords given to this run decrypts it (it was encrypted "
-                                    "with another one); %s" % HOW)
-        loaded = yaml.safe_load(to_text(plain)) or {}
+        except AnsibleError as exc:
+            if "no vault secrets were found that could decrypt" in to_text(exc):
+                raise VaultSecretsError("none of the vault passwords given to this run decrypts it (it was encrypted "
+                                        "with another one); %s" % HOW)
+            raise VaultSecretsError("it is damaged (%s): restore it from its backup" % to_text(exc).split("\n")[0])
+        try:
+            loaded = yaml.safe_load(to_text(plain)) or {}
+        except yaml.YAMLError:
+            # The parser's message may quote the decrypted text: not shown.
+            raise VaultSecretsError("it does not hold YAML once decrypted: fix it with 'ansible-vault edit %s'" % path)
         if not isinstance(loaded, dict):
             raise VaultSecretsError("it does not hold a mapping of secret names to values")
         return dict((to_text(k), to_text(v)) for k, v in loaded.items() if v)

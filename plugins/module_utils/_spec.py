@@ -125,8 +125,9 @@ SPEC_OWNED_OPTIONS = {
     "api.port": "nothing: Airstrip serves the UI and API on its own port",
     "api.secret_key": "nothing: Airstrip generates it",
     "api_auth.jwt_secret": "nothing: Airstrip generates it",
-    "secrets.backend": "airstrip.secrets_backend",
 }
+# MWAA turns Secrets Manager on with this option; here it means airstrip.secrets_backend: aws_secrets_manager.
+SM_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
 
 
 class SpecError(Exception):
@@ -416,7 +417,7 @@ def _check_network(c, network):
     return out
 
 
-def _check_airstrip(c, section):
+def _check_airstrip(c, section, implied_backend=None):
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -429,8 +430,12 @@ def _check_airstrip(c, section):
     out = {
         "target": target,
         "secrets_backend": c.choice(section, "secrets_backend", SECRETS_BACKENDS,
-                                    default="aws_secrets_manager" if target == "aws" else "none", prefix="airstrip."),
+                                    default=implied_backend or ("aws_secrets_manager" if target == "aws" else "none"),
+                                    prefix="airstrip."),
     }
+    if implied_backend and out["secrets_backend"] != implied_backend:
+        c.error("airstrip.secrets_backend", "is %s, but airflow_configuration_options['secrets.backend'] names Secrets "
+                "Manager: keep one of the two" % out["secrets_backend"])
     hosts = section.get("hosts", {})
     if not isinstance(hosts, dict):
         c.error("airstrip.hosts", "must map inventory groups to host lists")
@@ -527,6 +532,7 @@ def normalize(doc):
 
     options = doc.get("airflow_configuration_options")
     options = {} if options is None else options
+    implied_backend = None
     where = c.where("airflow_configuration_options")
     if isinstance(options, dict):
         options = dict(options)
@@ -538,6 +544,13 @@ def normalize(doc):
                                     % (where, option, value))
                 elif field not in doc:
                     doc[field] = int(value)
+        if "secrets.backend" in options:
+            value = options.pop("secrets.backend")
+            if value == SM_BACKEND:
+                implied_backend = "aws_secrets_manager"
+            else:
+                c.errors.append("%s['secrets.backend']: Airstrip runs only %s (as airstrip.secrets_backend: "
+                                "aws_secrets_manager), got %r" % (where, SM_BACKEND, value))
     option_errors = config_option_errors(options, where, SPEC_OWNED_OPTIONS)
     c.errors.extend(option_errors)
     if isinstance(options, dict) and not option_errors:
@@ -583,7 +596,7 @@ def normalize(doc):
     if doc.get("execution_role_arn") is not None:
         env["execution_role_arn"] = c.string(doc, "execution_role_arn", re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"),
                                              "must be an IAM role ARN")
-    env["airstrip"] = _check_airstrip(c, doc.get("airstrip"))
+    env["airstrip"] = _check_airstrip(c, doc.get("airstrip"), implied_backend)
     # Everything of one environment lives in one region: a key ARN must name it.
     region = env["airstrip"].get("region") or (env["source"] or {}).get("region")
     kms_region = kms.split(":")[3] if kms and kms.startswith("arn:") else None

@@ -100,9 +100,23 @@ PLACEHOLDER = "(check mode: not made yet)"
 
 
 def fail(module, secret_id, exc):
-    module.fail_json(msg="Cannot read secret %s from Secrets Manager on this host: %s. The host's credentials "
-                         "(its instance profile on EC2) need secretsmanager:GetSecretValue on it and "
-                         "kms:Decrypt on its key." % (secret_id, exc))
+    """Fail naming the secret, what went wrong and what to do about it."""
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+    if code == "ResourceNotFoundException":
+        fix = ("It does not exist yet: the create and update playbooks make it (the secrets_manager role) before "
+               "they deploy; site.yml alone does not.")
+    elif code in ("NoCredentialsError", "PartialCredentialsError"):
+        fix = ("This host has no AWS credentials: give it an instance profile (on EC2), or set "
+               "airstrip_aws_access_key and airstrip_aws_secret_key for hosts off AWS.")
+    elif code == "NoRegionError":
+        fix = "No region is set: set airstrip.region in the spec (or airstrip_aws_region)."
+    elif code in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
+        fix = ("This host cannot reach the Secrets Manager endpoint: allow it through the firewall or proxy, or "
+               "give the VPC a secretsmanager interface endpoint.")
+    else:
+        fix = ("The host's credentials (its instance profile on EC2) need secretsmanager:GetSecretValue on it "
+               "and kms:Decrypt on its key.")
+    module.fail_json(msg="Cannot read secret %s from Secrets Manager on this host: %s. %s" % (secret_id, exc, fix))
 
 
 def main():
@@ -128,11 +142,14 @@ def main():
         module.fail_json(msg=missing_required_lib("boto3", reason="to read secrets from Secrets Manager")
                          + " (on Debian: apt install python3-boto3)", exception=BOTO3_IMPORT_ERROR)
     p = module.params
-    client = boto3.session.Session().client(
-        "secretsmanager", region_name=p["region"] or None, endpoint_url=p["endpoint_url"] or None,
-        aws_access_key_id=p["access_key"] or None, aws_secret_access_key=p["secret_key"] or None,
-        aws_session_token=p["session_token"] or None,
-        config=Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=20))
+    try:
+        client = boto3.session.Session().client(
+            "secretsmanager", region_name=p["region"] or None, endpoint_url=p["endpoint_url"] or None,
+            aws_access_key_id=p["access_key"] or None, aws_secret_access_key=p["secret_key"] or None,
+            aws_session_token=p["session_token"] or None,
+            config=Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10, read_timeout=20))
+    except (BotoCoreError, ValueError) as exc:
+        fail(module, p["prefix"] + (p["names"] or [""])[0], exc)
     values, missing = {}, []
     for name in p["names"]:
         secret_id = p["prefix"] + name

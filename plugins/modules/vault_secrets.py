@@ -34,6 +34,12 @@ options:
   legacy_dir:
     description: Folder of plain secret files (one per name) to take over, if it exists.
     type: path
+  create:
+    description:
+      - With V(false), only read the file (no secret generated, nothing written, no legacy file
+        taken over); a file that does not exist gives an empty RV(secrets).
+    type: bool
+    default: true
   vault_id:
     description:
       - Vault id to encrypt with when the run has several; default the configured
@@ -88,6 +94,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True),
                                               names=dict(type="dict", required=True),
                                               legacy_dir=dict(type="path"),
+                                              create=dict(type="bool", default=True),
                                               vault_id=dict(type="str")),
                            supports_check_mode=True)
     module.fail_json(msg="airstrip.airflow.vault_secrets runs on the controller as an action plugin; "

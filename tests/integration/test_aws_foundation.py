@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = "itest-aws"
@@ -135,6 +136,23 @@ def test_each_step_four_times(moto_url, spec_file, step):
         assert {(v["Encrypted"], v.get("KmsKeyId"), v["Size"], v["VolumeType"]) for v in volumes} == {(True, key, 30, "gp3")}
 
 
+def test_read_spec_and_aws_side_twice_give_the_ec2_hosts_the_spec(moto_url, spec_file):
+    """After every step above: the whole AWS side as create runs it changes nothing more, and each
+    EC2 host it adds to the inventory has the spec's settings for the deploy that follows."""
+    run = [ROOT / "tests" / "integration" / "aws" / "read_spec_and_aws.yml", moto_url, spec_file]
+    for attempt in range(2):
+        result = playbook(*run)
+        changed = [name for name in changed_tasks(result) if name != "Build the AWS side of the environment"]
+        assert changed == [], (attempt, changed)
+    settings = next(t for play in result["plays"] for t in play["tasks"] if t["task"]["name"] == "Their settings")
+    hosts = settings["hosts"]
+    names = ("control-0", "scheduler-0", "scheduler-1", "worker-0", "worker-1")
+    assert sorted(hosts) == [f"airstrip-{ENV}-{h}" for h in names]
+    for name, r in hosts.items():
+        assert r["msg"] == {"env_name": ENV, "secrets_backend": "aws_secrets_manager", "airflow_version": "3.3.2",
+                            "dag_sync_bucket": SPEC["source"]["bucket"], "region": "us-east-1"}, (name, r)
+
+
 def groups_after(result):
     tasks = result["plays"][0]["tasks"]
     return next(t for t in tasks if t["task"]["name"] == "The inventory groups after the step")["hosts"]["localhost"]["msg"]
@@ -204,13 +222,21 @@ def test_bucket_of_another_region_is_refused_before_anything_is_made(moto_url, t
         Filters=[{"Name": "tag:airstrip:environment", "Values": ["itest-region"]}])["Vpcs"]
 
 
-def test_secrets_of_an_environment_off_aws_in_secrets_manager(moto_url, tmp_path):
+def test_secrets_of_an_environment_off_aws_in_secrets_manager(moto_url, tmp_path, monkeypatch):
     """airstrip.secrets_backend aws_secrets_manager on an on-prem environment: only the secrets are
-    made (nothing else of the AWS side), once, and removed only with the data."""
+    made (nothing else of the AWS side), once, and removed only with the data. Those the
+    environment kept in the controller's vault file before are taken over, not made anew."""
     env_name = "itest-hybrid"
     spec_file = tmp_path / "environment.yml"
     spec_file.write_text(yaml.safe_dump({"name": env_name, "airstrip": {"secrets_backend": "aws_secrets_manager"}}))
-    run = [ROOT / "tests" / "integration" / "aws" / "hybrid.yml", moto_url, spec_file]
+    password = tmp_path / "vault-password"
+    password.write_text("hybrid vault\n")
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password))
+    vault_file = tmp_path / "secrets.yml"
+    vault_file.write_bytes(VaultLib([("default", VaultSecret(b"hybrid vault"))]).encrypt(
+        yaml.safe_dump({"db_password": "KeptDbPassword0123456789", "fernet_seed": "KeptFernetSeed" * 3})))
+    run = [ROOT / "tests" / "integration" / "aws" / "hybrid.yml", moto_url, spec_file,
+           "-e", f"airstrip_secrets_file={vault_file}"]
     sm = aws(moto_url, "secretsmanager")
 
     def values():
@@ -221,6 +247,8 @@ def test_secrets_of_an_environment_off_aws_in_secrets_manager(moto_url, tmp_path
     first = values()
     assert sorted(first) == ["admin_password", "api_secret_key", "broker_password", "db_password", "fernet_seed",
                              "jwt_secret"]
+    assert first["db_password"] == "KeptDbPassword0123456789" and first["fernet_seed"] == "KeptFernetSeed" * 3
+    assert len(first["jwt_secret"]) == 48
     assert changed_tasks(playbook(*run)) == [] and values() == first
     assert not [r for r in aws(moto_url, "iam").list_roles()["Roles"] if env_name in r["RoleName"]]
     assert not aws(moto_url, "ec2").describe_vpcs(

@@ -38,7 +38,7 @@ def test_reads_each_secret_and_reports_what_is_missing(moto_url):
     assert r.get("failed") is True
     assert r["msg"].startswith("Cannot read secret airstrip/itest-read/admin_password from Secrets Manager on this "
                                "host: An error occurred (ResourceNotFoundException)"), r["msg"]
-    assert "secretsmanager:GetSecretValue" in r["msg"]
+    assert "It does not exist yet: the create and update playbooks make it" in r["msg"]
 
     # Check mode of a first run goes on, with a placeholder and a warning.
     r = run(dict(args, names=["db_password", "admin_password"]), check=True)
@@ -51,3 +51,14 @@ def test_an_unreachable_endpoint_fails_naming_the_secret():
     r = run({"prefix": "airstrip/x/", "names": ["db_password"], "endpoint_url": "http://127.0.0.1:9",
              "region": "us-east-1"})
     assert r.get("failed") is True and "Cannot read secret airstrip/x/db_password" in r["msg"]
+    assert "cannot reach the Secrets Manager endpoint" in r["msg"], r["msg"]
+
+
+def test_no_region_is_named(moto_url):
+    env_region = os.environ.pop("AWS_DEFAULT_REGION", None)
+    try:
+        r = run({"prefix": "airstrip/x/", "names": ["db_password"], "endpoint_url": moto_url})
+    finally:
+        if env_region:
+            os.environ["AWS_DEFAULT_REGION"] = env_region
+    assert r.get("failed") is True and "No region is set: set airstrip.region" in r["msg"], r["msg"]

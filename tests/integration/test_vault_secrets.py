@@ -134,3 +134,51 @@ def test_vault_ids_pick_the_named_one(vault, tmp_path):
     assert sorted(decrypt(path, b"second password")) == sorted(NAMES)
     r, dummy = run(dict(args, vault_id="prod"), extra=extra)
     assert r["changed"] is False
+
+
+def test_check_mode_without_the_password_stops_as_the_real_run_would(vault):
+    dummy, path, args = vault
+    r, dummy = run(args, check=True, ok=False)
+    assert "no vault password was given to this run" in r["msg"]
+
+
+def test_plain_files_left_beside_a_vault_file_that_holds_them_are_removed(vault):
+    """As after a run interrupted between writing the vault file and removing the plain files."""
+    password, path, args = vault
+    run(args, password)
+    before = decrypt(path, b"correct horse battery staple")
+    legacy = Path(args["legacy_dir"])
+    legacy.mkdir(parents=True)
+    (legacy / "db_password").write_text(before["db_password"] + "\n")
+    r, dummy = run(args, password)
+    assert r["changed"] is True and not legacy.exists()
+    assert decrypt(path, b"correct horse battery staple") == before
+
+
+def test_read_only_makes_nothing(vault):
+    password, path, args = vault
+    r, dummy = run(dict(args, create=False))
+    assert r["changed"] is False and not path.exists()
+    run(args, password)
+    r, dummy = run(dict(args, create=False, names=dict(NAMES, jwt_secret=48)), password)
+    assert r["changed"] is False
+    assert sorted(decrypt(path, b"correct horse battery staple")) == sorted(NAMES)
+
+
+def test_a_damaged_file_is_named(vault):
+    password, path, args = vault
+    run(args, password)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:1] + ["zz" + lines[1][2:]] + lines[2:]) + "\n")
+    r, dummy = run(args, password, ok=False)
+    assert f"The environment's secrets file {path}: " in r["msg"]
+    assert "restore it from its backup" in r["msg"] or "decrypts it" in r["msg"], r["msg"]
+
+
+def test_a_folder_it_cannot_write_is_named(vault, tmp_path):
+    password, path, args = vault
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be\n")
+    r, dummy = run(dict(args, path=str(blocked / "secrets.yml")), password, ok=False)
+    assert f"The environment's secrets file {blocked / 'secrets.yml'}: " in r["msg"]
+    assert "check who owns it and its folder" in r["msg"], r["msg"]

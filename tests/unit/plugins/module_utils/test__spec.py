@@ -277,5 +277,21 @@ def test_secrets_backend_defaults_to_secrets_manager_on_aws_only():
     assert errors_of(dict(base, airstrip={"endpoint_url": "moto:5000"})) == [
         "airstrip.endpoint_url: must be an http(s) URL, got 'moto:5000'"]
     assert errors_of(dict(base, airflow_configuration_options={
-        "secrets.backend": "airflow.secrets.local_filesystem.LocalFilesystemBackend"}))[0].startswith(
-        "airflow_configuration_options['secrets.backend']")
+        "secrets.backend": "airflow.secrets.local_filesystem.LocalFilesystemBackend"})) == [
+        "airflow_configuration_options['secrets.backend']: Airstrip runs only "
+        "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend (as airstrip.secrets_backend: "
+        "aws_secrets_manager), got 'airflow.secrets.local_filesystem.LocalFilesystemBackend'"]
+
+
+def test_mwaa_secrets_manager_options_mean_the_secrets_manager_backend():
+    """MWAA's way: secrets.backend and backend_kwargs in the configuration options."""
+    kwargs = '{"connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables"}'
+    doc = {"name": "x", "airflow_configuration_options": {
+        "secrets.backend": "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend",
+        "secrets.backend_kwargs": kwargs}}
+    env = normalize(copy.deepcopy(doc))
+    assert env["airstrip"]["secrets_backend"] == "aws_secrets_manager"
+    assert env["airflow_configuration_options"] == {"secrets.backend_kwargs": kwargs}
+    assert errors_of(dict(doc, airstrip={"secrets_backend": "none"})) == [
+        "airstrip.secrets_backend: is none, but airflow_configuration_options['secrets.backend'] names Secrets "
+        "Manager: keep one of the two"]
