@@ -5,6 +5,7 @@ and a broken requirements.txt that must leave the running version alone.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.error
@@ -214,6 +215,10 @@ def test_broken_requirements_leave_the_running_version():
         env = scenario.info(SPEC)
         assert env["status"] == "UPDATE_FAILED", env
         assert "airstrip-no-such-package" in env["last_update"]["error"], env
+        # Every host's record holds the error, not only the one the controller's task ran for.
+        for name in DAG_HOSTS:
+            record = json.loads(host(name).file("/var/lib/airstrip/mol-s3_source/operation.json").content_string)
+            assert record["status"] == "FAILED" and "airstrip-no-such-package" in record["error"], (name, record)
         assert pids() == before
         assert {name: host(name).file("/opt/airflow/current").linked_to for name in DAG_HOSTS} == current
         run_dag(login(), "s3_hello")
