@@ -1,28 +1,14 @@
 """The airstrip.airflow.s3_sync module, run by ansible against the emulated S3."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import adhoc
 import boto3
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = str(Path(sys.executable).parent / "ansible")
-
 
 def run_module(args, check=False):
-    cmd = [ANSIBLE, "localhost", "-c", "local", "-m", "airstrip.airflow.s3_sync", "-a", json.dumps(args),
-           "-e", "ansible_python_interpreter=" + sys.executable]
-    if check:
-        cmd.append("--check")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
-    out = json.loads(proc.stdout)
-    return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return adhoc.run_module("airstrip.airflow.s3_sync", args, check)[0]
 
 
 @pytest.fixture

@@ -1,26 +1,13 @@
 """airstrip.airflow.secrets_manager_values, run by ansible against the emulated Secrets Manager."""
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
+import adhoc
 import boto3
-
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = str(Path(sys.executable).parent / "ansible")
 
 
 def run(args, check=False):
-    cmd = [ANSIBLE, "localhost", "-c", "local", "-m", "airstrip.airflow.secrets_manager_values", "-a", json.dumps(args),
-           "-e", "ansible_python_interpreter=" + sys.executable]
-    if check:
-        cmd.append("--check")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return adhoc.run_module("airstrip.airflow.secrets_manager_values", args, check)[0]
 
 
 def test_reads_each_secret_and_reports_what_is_missing(moto_url):

@@ -1,36 +1,26 @@
 """airstrip.airflow.vault_secrets run by ansible with real vault passwords: the controller's
 encrypted secrets file of an on-prem environment."""
 
-import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
+import adhoc
 import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = str(Path(sys.executable).parent / "ansible")
 NAMES = {"db_password": 32, "admin_password": 20, "fernet_seed": 48}
 
 
 def run(args, password_file=None, check=False, extra=(), ok=True):
-    cmd = [ANSIBLE, "localhost", "-c", "local", "-m", "airstrip.airflow.vault_secrets", "-a", json.dumps(args),
-           *extra]
-    if check:
-        cmd.append("--check")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    env = dict(os.environ)
     env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
     if password_file:
         env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(password_file)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result, out = adhoc.run_module("airstrip.airflow.vault_secrets", args, check, extra, env)
     assert bool(result.get("failed")) != ok, result
-    return result, proc.stdout + proc.stderr
+    return result, out
 
 
 def decrypt(path, password):
