@@ -117,37 +117,24 @@ class ActionModule(ActionBase):
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
         check_mode = self._play_context.check_mode
-        create = boolean(args.get("create", True))
+        migrated, generated, changed = [], [], False
         try:
-            current = {}
-            if os.path.exists(path):
-                current = self._read(path, vault_secrets)
-            elif not create:
-                result["_ansible_no_log"] = True
-                result.update(changed=False, secrets={}, path=path, migrated=[], generated=[])
-                return result
-            legacy = read_legacy(legacy_dir, names) if legacy_dir and os.path.isdir(legacy_dir) else {}
-            values, migrated, generated = settle(current, names, legacy)
-            changed = bool(migrated or generated) and create
-            if create:
+            values = self._read(path, vault_secrets) if os.path.exists(path) else {}
+            if boolean(args.get("create", True)):
+                legacy = read_legacy(legacy_dir, names) if legacy_dir and os.path.isdir(legacy_dir) else {}
+                values, migrated, generated = settle(values, names, legacy)
                 # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
-            if changed and not check_mode:
-                # Plain str keys and values (a task's arguments may come as tagged strings).
-                plain = yaml.safe_dump(json.loads(json.dumps(values)), default_flow_style=False, sort_keys=True)
-                data = VaultLib([(ident, secret)]).encrypt(plain, secret, ident if ident != "default" else None)
-                write_private(path, data)
-            elif create and os.path.exists(path) and os.stat(path).st_mode & 0o077 and not check_mode:
-                os.chmod(path, 0o600)
-                changed = True
-            # Plain files of secrets the vault file now holds are removed (also ones an
-            # interrupted run left behind).
-            stale = [name for name in legacy if name in values] if create and not check_mode else []
-            for name in stale:
-                os.unlink(os.path.join(legacy_dir, name))
-                changed = True
-            if stale and not os.listdir(legacy_dir):
-                os.rmdir(legacy_dir)
+                changed = bool(migrated or generated)
+                if not check_mode:
+                    changed = self._write(path, values, ident, secret, changed)
+                    # Plain files of secrets the vault file now holds are removed (also ones an
+                    # interrupted run left behind).
+                    for name in legacy:
+                        os.unlink(os.path.join(legacy_dir, name))
+                        changed = True
+                    if legacy and not os.listdir(legacy_dir):
+                        os.rmdir(legacy_dir)
         except VaultSecretsError as exc:
             result.update(failed=True, msg="The environment's secrets file %s: %s." % (path, exc))
             return result
@@ -156,13 +143,24 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="The environment's secrets file %s: %s (%s): check who owns it and its "
                                            "folder, and the space left." % (path, exc.strerror or exc, where))
             return result
-        if not create:
-            values = current
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, migrated=migrated if create else [],
-                      generated=generated if create else [])
+        result.update(changed=changed, secrets=values, path=path, migrated=migrated, generated=generated)
         return result
+
+    @staticmethod
+    def _write(path, values, ident, secret, added):
+        """Encrypt and write the file when secrets were added; else only make it private.
+        Whether it changed anything."""
+        if added:
+            # Plain str keys and values (a task's arguments may come as tagged strings).
+            plain = yaml.safe_dump(json.loads(json.dumps(values)), default_flow_style=False, sort_keys=True)
+            write_private(path, VaultLib([(ident, secret)]).encrypt(plain, secret, ident if ident != "default" else None))
+            return True
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+            return True
+        return False
 
     def _read(self, path, vault_secrets):
         with open(path, "rb") as handle:
