@@ -9,8 +9,8 @@ __metaclass__ = type
 # Documentation for each filter is in its own <name>.yml beside this file.
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model
 from ansible_collections.airstrip.airflow.plugins.module_utils._config import (
-    config_for_component,
     config_option_errors,
     config_sections,
     fernet_key,
@@ -18,19 +18,40 @@ from ansible_collections.airstrip.airflow.plugins.module_utils._config import (
 from ansible_collections.airstrip.airflow.plugins.module_utils._status import unit_states
 
 
-def _fernet_key(seed):
-    try:
-        return fernet_key(seed)
-    except ValueError as exc:
-        raise AnsibleFilterError(str(exc))
+def _errors_to_filter_errors(func):
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (KeyError, ValueError) as exc:
+            raise AnsibleFilterError("%s: %s" % (func.__name__, exc.args[0] if exc.args else exc))
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def model(name):
+    """A table of the environment model (_model.lookup)."""
+    return _model.lookup(name)
+
+
+def component_options(options, component, worker_concurrency=None, log_levels=None):
+    return _model.component_options(options, component, worker_concurrency, log_levels)
+
+
+def inventory_errors(groups, external_database=False):
+    return _model.host_errors(groups, external_database)
 
 
 class FilterModule(object):
     def filters(self):
         return {
-            "config_for_component": config_for_component,
+            "component_options": _errors_to_filter_errors(component_options),
             "config_option_errors": config_option_errors,
             "config_sections": config_sections,
-            "fernet_key": _fernet_key,
+            "database_url": _model.database_url,
+            "fernet_key": _errors_to_filter_errors(fernet_key),
+            "inventory_errors": inventory_errors,
+            "model": _errors_to_filter_errors(model),
+            "setting_clashes": _model.setting_clashes,
+            "unit_journal": _model.unit_journal,
             "unit_states": unit_states,
         }

@@ -14,52 +14,11 @@ import base64
 import hashlib
 import re
 
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model
+
 OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
-# Options Airstrip sets itself, and the setting that controls each one instead.
-OWNED_OPTIONS = {
-    "core.executor": "the collection (CeleryExecutor, always)",
-    "core.fernet_key": "the generated secrets (airstrip.secrets_backend)",
-    "core.dags_folder": "airflow_dags_folder",
-    "core.execution_api_server_url": "the airflow_webserver inventory group",
-    "database.sql_alchemy_conn": "airstrip_database_url or the airflow_metadata_db group",
-    "celery.broker_url": "the airflow_broker inventory group",
-    "celery.result_backend": "airstrip_database_url or the airflow_metadata_db group",
-    "celery.worker_concurrency": "airflow_worker_concurrency",
-    "api.port": "airflow_api_port",
-    "api.secret_key": "the generated secrets (airstrip.secrets_backend)",
-    "api_auth.jwt_secret": "the generated secrets (airstrip.secrets_backend)",
-}
-
-
-COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server", "celery-worker")
-# Which components read each section, so that changing an option restarts only those.
-# Sections not listed here (core, database, logging, secrets, ...) are read by all.
-SECTION_COMPONENTS = {
-    "scheduler": ("scheduler",),
-    "dag_processor": ("dag-processor",),
-    "triggerer": ("triggerer",),
-    "api": ("api-server",),
-    "api_auth": ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker"),
-    "webserver": ("api-server",),
-    "fab": ("api-server",),
-    "celery": ("celery-worker", "scheduler"),
-    "celery_broker_transport_options": ("celery-worker", "scheduler"),
-    "operators": ("celery-worker",),
-    "sensors": ("celery-worker", "triggerer"),
-}
-
-
-def components_reading(option_key):
-    """The components that read a 'section.option' key."""
-    return SECTION_COMPONENTS.get(option_key.split(".", 1)[0], COMPONENTS)
-
-
-def config_for_component(options, component):
-    """The subset of {"section.option": value} that a component reads (None: all of it)."""
-    if component is None:
-        return dict(options or {})
-    return dict((k, v) for k, v in (options or {}).items() if component in components_reading(k))
+OWNED_OPTIONS = _model.OWNED_OPTIONS
 
 
 def config_option_errors(options, field="airflow_config_options", owned=None):

@@ -7,14 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model
+
 # Health-endpoint key -> Airstrip component (systemd unit airflow-<component>).
-# The metadatabase has no Airflow unit: the api-server is what fails to reach it.
-COMPONENTS = {
-    "metadatabase": "api-server",
-    "scheduler": "scheduler",
-    "triggerer": "triggerer",
-    "dag_processor": "dag-processor",
-}
+COMPONENTS = dict((c["health"], name) for name, c in _model.COMPONENTS.items() if c["health"])
 
 
 def evaluate(health, required=tuple(COMPONENTS)):

@@ -18,6 +18,12 @@ import copy
 import ipaddress
 import re
 
+try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 sanity only
+    from urlparse import urlsplit
+
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model
 from ansible_collections.airstrip.airflow.plugins.module_utils._config import config_option_errors
 
 NAME = re.compile(r"^[A-Za-z][0-9A-Za-z_-]{0,79}$")
@@ -28,37 +34,16 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 REGION_HINT = "must be an AWS region such as eu-west-1"
 QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
-LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 ACCESS_MODES = ("PUBLIC_ONLY", "PRIVATE_ONLY")
 ENDPOINT_MANAGEMENT = ("CUSTOMER", "SERVICE")
 TARGETS = ("aws", "onprem")
 SECRETS_BACKENDS = ("none", "aws_secrets_manager")
 MAX_TAGS = 50
 
-# Environment classes, as MWAA documents them: Celery worker concurrency, default scheduler
-# count, DAG-processor parsing processes, and vCPU / memory (GiB) per component.
-CLASSES = {
-    "mw1.micro": {"worker_concurrency": 3, "schedulers": 1, "webservers": 1, "parsing_processes": 1,
-                  "vcpu": 1, "memory_gib": 3},
-    "mw1.small": {"worker_concurrency": 5, "schedulers": 2, "webservers": 2, "parsing_processes": 1,
-                  "vcpu": 1, "memory_gib": 2},
-    "mw1.medium": {"worker_concurrency": 10, "schedulers": 2, "webservers": 2, "parsing_processes": 3,
-                   "vcpu": 2, "memory_gib": 4},
-    "mw1.large": {"worker_concurrency": 20, "schedulers": 2, "webservers": 2, "parsing_processes": 7,
-                  "vcpu": 4, "memory_gib": 8},
-    "mw1.xlarge": {"worker_concurrency": 40, "schedulers": 2, "webservers": 2, "parsing_processes": 15,
-                   "vcpu": 8, "memory_gib": 24},
-    "mw1.2xlarge": {"worker_concurrency": 80, "schedulers": 2, "webservers": 2, "parsing_processes": 31,
-                    "vcpu": 16, "memory_gib": 48},
-}
-LOG_COMPONENTS = {
-    # snake_case key: MWAA key
-    "dag_processing": "DagProcessingLogs",
-    "scheduler": "SchedulerLogs",
-    "task": "TaskLogs",
-    "webserver": "WebserverLogs",
-    "worker": "WorkerLogs",
-}
+CLASSES = _model.CLASSES
+LEVELS = _model.LOG_LEVELS
+# snake_case log type: MWAA key
+LOG_COMPONENTS = dict((t, c["mwaa"]) for t, c in _model.LOG_TYPES.items())
 
 # MWAA CamelCase -> our snake_case, for the top level.
 MWAA_FIELDS = {
@@ -99,7 +84,7 @@ TOP_FIELDS = frozenset(["name", "airflow_version", "environment_class", "min_wor
                         "min_webservers", "max_webservers", "airflow_configuration_options", "source", "logging",
                         "webserver_access_mode", "kms_key", "network", "weekly_maintenance_window_start",
                         "endpoint_management", "tags", "execution_role_arn", "airstrip",
-                        "worker_concurrency", "parsing_processes", "resources"])
+                        "worker_concurrency", "parsing_processes"])
 # Options the class sets by default; an explicit option (or field) wins, and moves into its field.
 CLASS_OPTIONS = {"celery.worker_concurrency": "worker_concurrency",
                  "dag_processor.parsing_processes": "parsing_processes"}
@@ -113,19 +98,7 @@ AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_b
 EC2_FIELDS = frozenset(["ami_id", "instance_types", "key_name"])
 EC2_HOST_ROLES = ("control", "scheduler", "webserver", "worker")
 DEFAULT_VERSION = "3.3.2"
-# Options Airstrip sets itself, and the spec field that sets each one instead.
-SPEC_OWNED_OPTIONS = {
-    "core.executor": "nothing: Airstrip always runs the CeleryExecutor",
-    "core.fernet_key": "nothing: Airstrip generates it (airstrip.secrets_backend says where it is kept)",
-    "core.dags_folder": "source.dag_s3_path",
-    "core.execution_api_server_url": "nothing: Airstrip points it at the environment's api-server",
-    "database.sql_alchemy_conn": "airstrip.database",
-    "celery.broker_url": "airstrip.broker",
-    "celery.result_backend": "airstrip.database",
-    "api.port": "nothing: Airstrip serves the UI and API on its own port",
-    "api.secret_key": "nothing: Airstrip generates it",
-    "api_auth.jwt_secret": "nothing: Airstrip generates it",
-}
+SPEC_OWNED_OPTIONS = _model.SPEC_OWNED_OPTIONS
 # MWAA turns Secrets Manager on with this option; here it means airstrip.secrets_backend: aws_secrets_manager.
 SM_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
 
@@ -284,6 +257,9 @@ def _check_logging(c, logging):
         c.unknown(conf, ("enabled", "level"), prefix)
         enabled = c.boolean(conf, "enabled", default=True, prefix=prefix)
         level = c.choice(conf, "level", LEVELS, default="INFO", prefix=prefix)
+        if comp == "task" and enabled is False:
+            c.error(prefix + "enabled", "false is not supported: task logs are always kept, the UI reads them "
+                    "(set a higher level instead, such as ERROR)")
         out[comp] = {"enabled": enabled, "level": level}
     return out
 
@@ -436,29 +412,27 @@ def _check_airstrip(c, section, implied_backend=None):
     if implied_backend and out["secrets_backend"] != implied_backend:
         c.error("airstrip.secrets_backend", "is %s, but airflow_configuration_options['secrets.backend'] names Secrets "
                 "Manager: keep one of the two" % out["secrets_backend"])
-    hosts = section.get("hosts", {})
-    if not isinstance(hosts, dict):
-        c.error("airstrip.hosts", "must map inventory groups to host lists")
-        hosts = {}
-    out["hosts"] = hosts
+    if "hosts" in section:
+        c.error("airstrip.hosts", "is not supported: place hosts with the inventory groups (airflow_scheduler, "
+                "airflow_worker, ...; see the README), then remove this field")
     broker = section.get("broker", {"type": "redis"})
     if not isinstance(broker, dict) or broker.get("type", "redis") not in ("redis", "sqs"):
-        c.error("airstrip.broker", "must be {type: redis} or {type: sqs}, got %r" % (broker,))
-        broker = {"type": "redis"}
-    out["broker"] = dict(broker, type=broker.get("type", "redis"))
-    database = section.get("database", {"type": "postgresql"})
-    if not isinstance(database, dict) or database.get("type", "postgresql") not in ("postgresql", "external"):
-        c.error("airstrip.database", "must be {type: postgresql} or {type: external, url: ...}, got %r" % (database,))
-        database = {"type": "postgresql"}
-    elif database.get("type") == "external" and not isinstance(database.get("url"), str):
-        c.error("airstrip.database.url", "is required for an external database (a SQLAlchemy URL)")
-    out["database"] = dict(database, type=database.get("type", "postgresql"))
-    queues = section.get("worker_queues", ["default"])
-    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) and QUEUE.match(q) for q in queues):
-        c.error("airstrip.worker_queues", "must be a non-empty list of queue names (letters, digits, '_', '.', '-'), got %r"
-                % (queues,))
-        queues = ["default"]
-    out["worker_queues"] = queues
+        c.error("airstrip.broker", "must be {type: redis}, got %r" % (broker,))
+    else:
+        c.unknown(broker, ("type",), "airstrip.broker.")
+        if broker.get("type") == "sqs":
+            c.error("airstrip.broker.type", "sqs is not supported yet: use redis (Redis on the airflow_broker host)")
+    out["broker"] = {"type": "redis"}
+    out["database"] = _check_database(c, section.get("database"))
+    if "worker_queues" in section:
+        queues = section["worker_queues"]
+        if not isinstance(queues, list) or not queues or not all(isinstance(q, str) and QUEUE.match(q) for q in queues):
+            c.error("airstrip.worker_queues", "must be a non-empty list of queue names (letters, digits, '_', '.', "
+                    "'-'), got %r" % (queues,))
+        elif queues != ["default"]:
+            c.error("airstrip.worker_queues", "queues other than 'default' are not supported yet: every worker "
+                    "serves the default queue; remove the field")
+    out["worker_queues"] = ["default"]
     if section.get("region") is not None:
         out["region"] = c.string(section, "region", REGION, REGION_HINT, prefix="airstrip.")
     if section.get("endpoint_url") is not None:
@@ -467,6 +441,42 @@ def _check_airstrip(c, section, implied_backend=None):
                                        "must be an http(s) URL", prefix="airstrip.")
     out["ec2"] = _check_ec2(c, section.get("ec2"), out["target"] == "aws")
     return out
+
+
+def _check_database(c, database):
+    """The metadata database: PostgreSQL on the airflow_metadata_db host, or an external one
+    (RDS, a managed or shared PostgreSQL) named by its URL, whose password is kept out of the
+    spec (the inventory's airstrip_database_password, vault-encrypted)."""
+    if database is None:
+        database = {"type": "postgresql"}
+    if not isinstance(database, dict) or database.get("type", "postgresql") not in ("postgresql", "external"):
+        c.error("airstrip.database", "must be {type: postgresql} or {type: external, url: ...}, got %r" % (database,))
+        return {"type": "postgresql"}
+    kind = database.get("type", "postgresql")
+    c.unknown(database, ("type", "url") if kind == "external" else ("type",), "airstrip.database.")
+    if kind == "postgresql":
+        return {"type": kind}
+    url = database.get("url")
+    if not isinstance(url, str):
+        c.error("airstrip.database.url", "is required for an external database: a PostgreSQL URL such as "
+                "postgresql://airflow@db.example.internal:5432/airflow")
+        return {"type": kind, "url": None}
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("postgresql", "postgresql+psycopg2") or not parts.hostname \
+            or not parts.username or not parts.path.strip("/"):
+        c.error("airstrip.database.url", "must be a PostgreSQL URL with user, host and database, such as "
+                "postgresql://airflow@db.example.internal:5432/airflow, got %r" % (url.split("@")[-1],))
+        return {"type": kind, "url": None}
+    if parts.password is not None:
+        c.error("airstrip.database.url", "holds a password: keep it out of the spec, remove it from the URL and "
+                "set airstrip_database_password in the inventory (encrypted with ansible-vault)")
+        return {"type": kind, "url": None}
+    netloc = "%s@%s:%d" % (parts.username, parts.hostname, port or _model.PORTS["metadata_db"])
+    return {"type": kind, "url": "postgresql+psycopg2://%s%s" % (netloc, parts.path)}
 
 
 def _check_ec2(c, ec2, required):
@@ -495,6 +505,28 @@ def _check_ec2(c, ec2, required):
     out["instance_types"] = types
     out["key_name"] = c.string(ec2, "key_name", prefix="airstrip.ec2.")
     return out
+
+
+def _check_onprem(c, env):
+    """Fields that describe AWS resources, refused where the environment makes none."""
+    airstrip = env["airstrip"]
+    if airstrip.get("target") == "aws":
+        return
+    fix = "remove it, or set airstrip.target: aws"
+    if env.get("execution_role_arn"):
+        c.error("execution_role_arn", "is used only when airstrip.target is aws (the EC2 hosts' role): " + fix)
+    if airstrip.get("secrets_backend") != "aws_secrets_manager":
+        if env.get("kms_key"):
+            c.error("kms_key", "encrypts AWS resources, and this environment makes none (airstrip.target onprem, "
+                    "secrets_backend none): %s, or airstrip.secrets_backend: aws_secrets_manager" % fix)
+        if env.get("tags"):
+            c.error("tags", "are put on AWS resources, and this environment makes none (airstrip.target onprem, "
+                    "secrets_backend none): %s, or airstrip.secrets_backend: aws_secrets_manager" % fix)
+    network = env.get("network") or {}
+    for field in sorted(network):
+        if field != "ui_allowed_cidrs" and network[field] is not None:
+            c.error("network." + field, "describes an AWS VPC, used only when airstrip.target is aws: " + fix
+                    + " (on your own hosts only network.ui_allowed_cidrs applies, to the host firewall)")
 
 
 def normalize(doc):
@@ -560,12 +592,14 @@ def normalize(doc):
     env["airflow_configuration_options"] = dict(sorted(options.items())) if isinstance(options, dict) else {}
     env["worker_concurrency"] = c.integer(doc, "worker_concurrency", 1, 1000, default=cls["worker_concurrency"])
     env["parsing_processes"] = c.integer(doc, "parsing_processes", 1, 1000, default=cls["parsing_processes"])
-    env["resources"] = {"vcpu": cls["vcpu"], "memory_gib": cls["memory_gib"]}
 
     env["source"] = _check_source(c, doc.get("source"))
     env["logging"] = _check_logging(c, doc.get("logging"))
     env["webserver_access_mode"] = c.choice(doc, "webserver_access_mode", ACCESS_MODES, default="PRIVATE_ONLY")
     env["endpoint_management"] = c.choice(doc, "endpoint_management", ENDPOINT_MANAGEMENT, default="SERVICE")
+    if env["endpoint_management"] == "CUSTOMER":
+        c.error("endpoint_management", "CUSTOMER is not supported yet: Airstrip makes the environment's endpoints "
+                "itself (SERVICE); remove the field or set SERVICE")
     kms = doc.get("kms_key")
     if kms is not None and (not isinstance(kms, str) or not re.match(
             r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|alias/[A-Za-z0-9/_-]+|[0-9a-f-]{36})$", kms)):
@@ -605,6 +639,7 @@ def normalize(doc):
                 "names a key in region %s, but the environment is in %s: use a key of %s" % (kms_region, region, region))
     if env["airstrip"].get("target") == "aws" and env["source"] is None:
         c.error("source", "is required when airstrip.target is aws (the DAG bucket)")
+    _check_onprem(c, env)
     if c.errors:
         raise SpecError(c.errors)
     return env

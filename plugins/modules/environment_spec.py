@@ -27,13 +27,32 @@ options:
     description: The environment spec.
     type: dict
     required: true
-attributes:
-  check_mode:
-    support: full
-    description: Only reads its input; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
+  groups:
+    description:
+      - The inventory's groups (C(groups)). Given, the spec's host counts (schedulers,
+        webservers, max_workers) and the placement of the database and broker are checked
+        against them too. Leave it out where the hosts do not exist yet (EC2 hosts of
+        C(airstrip.target=aws) are made from the spec).
+    type: dict
+  operation:
+    description:
+      - The operation under way. An C(UPDATE) outside the spec's C(weekly_maintenance_window_start)
+        (a window of two hours, UTC) is refused, because an update may restart components.
+    type: str
+    choices: [CREATE, UPDATE, DELETE]
+  ignore_maintenance_window:
+    description: Update now, outside the maintenance window.
+    type: bool
+    default: false
+  variables:
+    description:
+      - The controller's values of the variables an inventory may set instead of the spec
+        (C(airstrip_aws_region), C(airstrip_aws_endpoint_url)); they win over the spec.
+    type: dict
+    default: {}
+extends_documentation_fragment:
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.info
 """
 
 EXAMPLES = r"""
@@ -61,6 +80,19 @@ environment:
     max_workers: 10
     worker_concurrency: 10
     parsing_processes: 3
+settings:
+  description:
+    - The role variables the spec decides, from the collection's environment model, for
+      every host of the environment (C(airflow_version), C(airflow_worker_concurrency),
+      C(airflow_config_options), C(airflow_log_levels), C(airstrip_database_url), the DAG
+      source of C(dag_sync), ...).
+  returned: success
+  type: dict
+  sample:
+    airflow_version: 3.3.2
+    airflow_worker_concurrency: 10
+    airflow_log_levels: {dag_processing: INFO, scheduler: WARNING, task: INFO, webserver: INFO, worker: INFO}
+    airstrip_database_url: ""
 errors:
   description: One message per problem, each naming the field.
   returned: failure
@@ -68,19 +100,34 @@ errors:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+import datetime
 
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.airstrip.airflow.plugins.module_utils._model import host_errors, settings, window_errors
 from ansible_collections.airstrip.airflow.plugins.module_utils._spec import SpecError, normalize
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(spec=dict(type="dict", required=True)), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(spec=dict(type="dict", required=True), groups=dict(type="dict"),
+                                              variables=dict(type="dict", default={}),
+                                              operation=dict(type="str", choices=["CREATE", "UPDATE", "DELETE"]),
+                                              ignore_maintenance_window=dict(type="bool", default=False)),
+                           supports_check_mode=True)
     try:
         environment = normalize(module.params["spec"])
     except SpecError as exc:
         module.fail_json(msg="The environment spec has %d problem(s): %s" % (len(exc.errors), "; ".join(exc.errors)),
                          errors=exc.errors)
-    module.exit_json(changed=False, environment=environment)
+    if module.params["groups"] is not None:
+        errors = host_errors(module.params["groups"], environment["airstrip"]["database"]["type"] == "external",
+                             environment)
+        if errors:
+            module.fail_json(msg="The spec does not fit the inventory: %s" % "; ".join(errors), errors=errors)
+    errors = window_errors(environment, module.params["operation"], datetime.datetime.utcnow(),
+                           module.params["ignore_maintenance_window"])
+    if errors:
+        module.fail_json(msg="; ".join(errors), errors=errors)
+    module.exit_json(changed=False, environment=environment, settings=settings(environment, module.params["variables"]))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The tests depend on each other's order, as the steps of a life do.
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -49,9 +50,13 @@ def info(tmp_path):
     return scenario.info(SPEC)
 
 
+# What the updates so far changed, so that each later spec keeps it.
+APPLIED = {}
+
+
 def spec(**changes):
     doc = yaml.safe_load(SPEC.read_text())
-    for key, value in changes.items():
+    for key, value in dict(APPLIED, **changes).items():
         if isinstance(value, dict):
             doc[key] = dict(doc.get(key, {}), **value)
         else:
@@ -101,15 +106,72 @@ def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(t
     assert env["status"] == "AVAILABLE" and env["last_update"]["operation"] == "UPDATE", env
 
 
+def changed_units(before, after):
+    return sorted(k for k in before if before[k] != after[k])
+
+
+def window(hours_from_now):
+    """A weekly_maintenance_window_start that opens at the half hour around now + hours_from_now."""
+    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=hours_from_now)
+    return "%s:%02d:%s" % (("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")[at.weekday()], at.hour,
+                           "00" if at.minute < 30 else "30")
+
+
 def test_worker_count_change_touches_only_workers(tmp_path):
+    APPLIED["airflow_configuration_options"] = {"celery.worker_prefetch_multiplier": "2"}
     before = pids()
-    playbook("update", tmp_path, spec(airflow_configuration_options={"celery.worker_prefetch_multiplier": "2"},
-                                      min_workers=2))
+    playbook("update", tmp_path, spec(min_workers=2))
+    APPLIED["min_workers"] = 2
     after = pids()
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == [("worker2", "celery-worker")], changed
     assert host("worker2").service("airflow-celery-worker").is_running
     assert info(tmp_path)["workers"] == 2
+
+
+def test_update_outside_the_maintenance_window_is_refused_before_any_host(tmp_path):
+    before = pids()
+    spec_file = tmp_path / "environment.yml"
+    spec_file.write_text(yaml.safe_dump(spec(weekly_maintenance_window_start=window(12), worker_concurrency=3)))
+    proc = scenario.run_playbook("update", spec_file)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "weekly_maintenance_window_start: it is " in output and "outside the maintenance window" in output, \
+        output[-3000:]
+    assert "airstrip_ignore_maintenance_window=true" in output
+    assert pids() == before
+    assert "worker_concurrency = 5" in host("worker1").check_output("cat /etc/airflow/celery-worker.cfg")
+
+
+def test_worker_concurrency_change_restarts_only_the_workers(tmp_path):
+    """In the maintenance window (it opened at the last half hour), the update goes on."""
+    before = pids()
+    playbook("update", tmp_path, spec(weekly_maintenance_window_start=window(0), worker_concurrency=3))
+    APPLIED.update(weekly_maintenance_window_start=window(0), worker_concurrency=3)
+    after = pids()
+    assert changed_units(before, after) == [("worker1", "celery-worker"), ("worker2", "celery-worker")]
+    for name in ("worker1", "worker2"):
+        assert "worker_concurrency = 3" in host(name).check_output("cat /etc/airflow/celery-worker.cfg")
+    for cfg in ("scheduler", "dag-processor", "triggerer", "api-server"):
+        assert "worker_concurrency" not in host("control").check_output(f"cat /etc/airflow/{cfg}.cfg"), cfg
+
+
+def test_log_level_change_restarts_only_its_component(tmp_path):
+    before = pids()
+    playbook("update", tmp_path, spec(logging={"dag_processing": {"level": "DEBUG"}}),
+             "-e", "airstrip_ignore_maintenance_window=true")
+    after = pids()
+    assert changed_units(before, after) == [("control", "dag-processor")]
+    control = host("control")
+    assert "logging_level = DEBUG" in control.check_output("cat /etc/airflow/dag-processor.cfg")
+    assert "logging_level = INFO" in control.check_output("cat /etc/airflow/scheduler.cfg")
+    # It logs at DEBUG now (Airflow 3 writes the level as DEBUG, or structlog's [debug ]); at
+    # INFO, before the update, it wrote none.
+    def debug_lines():
+        out = control.check_output("journalctl -u airflow-dag-processor --no-pager -o cat --since '-2min'")
+        return "DEBUG" in out or "[debug" in out
+
+    wait_for("a DEBUG line from the restarted DAG processor", debug_lines, timeout=120)
 
 
 def test_spec_needing_more_hosts_is_refused(tmp_path):

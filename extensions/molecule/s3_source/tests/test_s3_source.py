@@ -62,6 +62,23 @@ def test_every_dag_host_runs_the_sync_agent_and_has_the_dags():
     assert RUNNER.get_hosts("airflow_webserver") == ["control"]
 
 
+def test_the_metadata_database_is_the_external_one():
+    """Nothing of PostgreSQL on the environment's hosts; Airflow's tables on the external one."""
+    for name in RUNNER.get_hosts("airflow_scheduler") + RUNNER.get_hosts("airflow_worker") + \
+            RUNNER.get_hosts("airflow_webserver"):
+        h = host(name)
+        assert not h.package("postgresql").is_installed, name
+        assert not h.process.filter(comm="postgres"), name
+    rds = host("rds")
+    tables = rds.check_output("sudo -u postgres psql -tAc \"select count(*) from pg_tables where tablename in "
+                              "('dag', 'dag_run', 'task_instance', 'alembic_version')\" airflow")
+    assert tables == "4"
+    scheduler = host(RUNNER.get_hosts("airflow_scheduler")[0])
+    url = scheduler.check_output("sudo grep '^sql_alchemy_conn' /etc/airflow/scheduler.cfg")
+    assert f"@{RUNNER.get_variables('rds')['ansible_host']}:5432/airflow" in url
+    assert scheduler.file("/etc/airflow/scheduler.cfg").mode == 0o600
+
+
 def test_info_reports_each_agent():
     env = scenario.info(SPEC)
     assert env["status"] == "AVAILABLE", env
@@ -156,6 +173,13 @@ def test_uploaded_dag_reaches_every_dag_host_and_runs():
     print(f"seconds from upload to file, per host: {seen}")
     assert sorted(seen) == DAG_HOSTS, seen
     run_dag(login(), dag_id)
+
+
+def test_dag_runs_are_recorded_in_the_external_database():
+    rds = host("rds")
+    runs = rds.check_output("sudo -u postgres psql -tAc \"select count(*) from dag_run where dag_id = 's3_uploaded' "
+                            "and state = 'success'\" airflow")
+    assert int(runs) >= 1
 
 
 def test_dag_deleted_from_s3_leaves_every_host():

@@ -26,8 +26,12 @@ ENV_NAME = "mol-" + os.environ["MOLECULE_SCENARIO_NAME"]
 # Makefile gives every run.
 SECRETS = Path.home() / ".airstrip" / ENV_NAME / "secrets.yml"
 VAULT_PASSWORD_FILE = Path(os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE", Path.home() / ".airstrip" / "vault-password"))
-SECRET_NAMES = ["admin_password", "api_secret_key", "broker_password", "db_password", "fernet_seed", "jwt_secret"]
-UNITS = ["scheduler", "dag-processor", "triggerer", "api-server", "celery-worker"]
+# The collection's environment model, read by the tests as by the roles.
+sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".collections"))
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model  # noqa: E402
+
+SECRET_NAMES = sorted(_model.SECRETS)
+UNITS = list(_model.COMPONENT_NAMES)
 
 
 def host(name):

@@ -62,16 +62,3 @@ def test_fernet_key_is_valid_and_stable():
     assert len(base64.urlsafe_b64decode(key)) == 32
     with pytest.raises(ValueError):
         fernet_key("")
-
-
-def test_options_go_to_the_components_that_read_them():
-    from ansible_collections.airstrip.airflow.plugins.module_utils._config import config_for_component
-
-    options = {"scheduler.parsing_cleanup_interval": "60", "api.workers": "4", "core.parallelism": "64",
-               "celery.worker_prefetch_multiplier": "1"}
-    assert config_for_component(options, "scheduler") == {
-        "scheduler.parsing_cleanup_interval": "60", "core.parallelism": "64", "celery.worker_prefetch_multiplier": "1"}
-    assert config_for_component(options, "api-server") == {"api.workers": "4", "core.parallelism": "64"}
-    assert config_for_component(options, "celery-worker") == {
-        "core.parallelism": "64", "celery.worker_prefetch_multiplier": "1"}
-    assert config_for_component(options, None) == options

@@ -20,7 +20,7 @@ def test_unhealthy_and_missing_map_to_components():
     health = dict(HEALTHY, dag_processor={"status": "unhealthy"})
     del health["triggerer"]
     statuses, unhealthy = evaluate(health)
-    assert unhealthy == ["triggerer", "dag-processor"]
+    assert unhealthy == ["dag-processor", "triggerer"]  # in the model's start order
     assert statuses["triggerer"] == "missing"
     assert "dag_processor unhealthy" in describe(statuses)
 
@@ -37,5 +37,5 @@ def test_only_required_entries_count():
 
 def test_garbage_answer():
     statuses, unhealthy = evaluate("not json")
-    assert unhealthy == ["api-server", "scheduler", "triggerer", "dag-processor"]
+    assert unhealthy == ["scheduler", "dag-processor", "triggerer", "api-server"]
     assert set(statuses.values()) == {"missing"}

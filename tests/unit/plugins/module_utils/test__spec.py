@@ -64,8 +64,18 @@ def test_owned_options_are_refused_naming_the_field_that_sets_them():
     assert "use airstrip.broker instead" in error
 
 
-def test_mwaa_get_environment_maps_field_by_field():
+# An MWAA document describes an environment on AWS: brought over unchanged, it says where.
+ON_AWS = {"target": "aws", "ec2": {"ami_id": "ami-0123abcd"}}
+
+
+def mwaa_doc():
     doc = json.loads((FIXTURES / "mwaa-get-environment.json").read_text())
+    doc["Environment"]["airstrip"] = copy.deepcopy(ON_AWS)
+    return doc
+
+
+def test_mwaa_get_environment_maps_field_by_field():
+    doc = mwaa_doc()
     env = normalize(doc)
     assert env["name"] == "analytics"
     assert env["airflow_version"] == "3.3.2"
@@ -97,7 +107,7 @@ def test_mwaa_get_environment_maps_field_by_field():
 
 
 def test_mwaa_create_environment_body_is_accepted():
-    doc = json.loads((FIXTURES / "mwaa-get-environment.json").read_text())["Environment"]
+    doc = mwaa_doc()["Environment"]
     state = ("Arn", "Status", "CreatedAt", "LastUpdate", "WebserverUrl", "ServiceRoleArn", "CeleryExecutorQueue",
              "DatabaseVpcEndpointService")
     body = {k: v for k, v in doc.items() if k not in state}
@@ -106,8 +116,17 @@ def test_mwaa_create_environment_body_is_accepted():
     assert normalize(body) == normalize(doc)
 
 
-def test_mwaa_errors_use_mwaa_field_names():
+def test_mwaa_document_off_aws_is_refused_field_by_field():
+    """On your own hosts the fields that describe AWS resources are refused, each with the fix."""
     doc = json.loads((FIXTURES / "mwaa-get-environment.json").read_text())
+    fields = sorted(e.split(":", 1)[0] for e in errors_of(doc))
+    assert fields == ["Environment.ExecutionRoleArn", "Environment.KmsKey",
+                      "Environment.NetworkConfiguration.SecurityGroupIds",
+                      "Environment.NetworkConfiguration.SubnetIds", "Environment.Tags"]
+
+
+def test_mwaa_errors_use_mwaa_field_names():
+    doc = mwaa_doc()
     doc["Environment"]["MinWorkers"] = 0
     doc["Environment"]["LoggingConfiguration"]["TaskLogs"]["LogLevel"] = "LOUD"
     errors = errors_of(doc)
@@ -116,7 +135,7 @@ def test_mwaa_errors_use_mwaa_field_names():
 
 
 def test_network_cidrs_checked():
-    errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.0.0.0/16",
+    errors = errors_of({"name": "x", "airstrip": ON_AWS, "network": {"vpc_cidr": "10.0.0.0/16",
                                                  "subnet_cidrs": ["10.0.1.0/24", "10.0.1.128/25", "10.1.0.0/24", "nope"],
                                                  "availability_zones": ["eu-west-1a"],
                                                  "ui_allowed_cidrs": ["0.0.0.0/33"]}})
@@ -130,7 +149,8 @@ def test_network_cidrs_checked():
 
 def test_every_problem_reported_at_once():
     errors = errors_of({"name": "1x", "min_workers": 3, "max_workers": 2, "environment_class": "mw9",
-                        "weekly_maintenance_window_start": "TUE:03:15", "tags": {"aws:x": "y"}, "bogus": 1})
+                        "weekly_maintenance_window_start": "TUE:03:15", "tags": {"aws:x": "y"}, "bogus": 1,
+                        "airstrip": {"secrets_backend": "aws_secrets_manager"}})
     fields = [e.split(":", 1)[0] for e in errors]
     assert fields == ["bogus", "name", "environment_class", "min_workers", "weekly_maintenance_window_start", "tags"]
 
@@ -142,7 +162,7 @@ def test_not_a_mapping():
 # ---------------------------------------------------------------- properties
 names = st.from_regex(r"\A[A-Za-z][0-9A-Za-z_-]{0,20}\Z")
 valid_specs = st.fixed_dictionaries(
-    {"name": names},
+    {"name": names, "airstrip": st.just({"secrets_backend": "aws_secrets_manager"})},
     optional={
         "airflow_version": st.sampled_from(["3.0.6", "3.1.3", "3.3.2"]),
         "environment_class": st.sampled_from(sorted(CLASSES)),
@@ -156,7 +176,8 @@ valid_specs = st.fixed_dictionaries(
         "tags": st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=10),
                                 st.text(string.printable, max_size=20), max_size=10),
         "logging": st.fixed_dictionaries({}, optional={
-            c: st.fixed_dictionaries({}, optional={"enabled": st.booleans(), "level": st.sampled_from(LEVELS)})
+            c: st.fixed_dictionaries({}, optional={"enabled": st.just(True) if c == "task" else st.booleans(),
+                                                   "level": st.sampled_from(LEVELS)})
             for c in ("dag_processing", "scheduler", "task", "webserver", "worker")}),
         "airflow_configuration_options": st.dictionaries(
             st.sampled_from(["core.parallelism", "scheduler.min_file_process_interval", "webserver.expose_config"]),
@@ -236,19 +257,21 @@ def test_documented_example_spec_is_valid():
 
 
 def test_network_subnets_default_to_quarters_of_the_vpc():
-    env = normalize({"name": "x", "network": {"vpc_cidr": "10.20.0.0/16"}})
+    aws = {"name": "x", "airstrip": ON_AWS, "source": {"bucket": "my-bucket", "dag_s3_path": "dags"}}
+    env = normalize(dict(aws, network={"vpc_cidr": "10.20.0.0/16"}))
     assert env["network"]["subnet_cidrs"] == ["10.20.0.0/18", "10.20.64.0/18", "10.20.128.0/18", "10.20.192.0/18"]
-    errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.20.0.0/28"}})
+    errors = errors_of(dict(aws, network={"vpc_cidr": "10.20.0.0/28"}))
     assert "network.vpc_cidr: 10.20.0.0/28 is too small for four subnets: give a /26 or larger" in errors
-    errors = errors_of({"name": "x", "network": {"vpc_cidr": "10.20.0.0/16", "subnet_cidrs": ["10.20.0.0/24"] * 1}})
+    errors = errors_of(dict(aws, network={"vpc_cidr": "10.20.0.0/16", "subnet_cidrs": ["10.20.0.0/24"] * 1}))
     assert any(e.startswith("network.subnet_cidrs: needs 2 private subnets") for e in errors), errors
 
 
 def test_kms_key_of_another_region_is_refused():
     key = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666"
-    errors = errors_of({"name": "x", "kms_key": key, "airstrip": {"region": "us-east-1"}})
+    sm = {"secrets_backend": "aws_secrets_manager"}
+    errors = errors_of({"name": "x", "kms_key": key, "airstrip": dict(sm, region="us-east-1")})
     assert errors == ["kms_key: names a key in region eu-west-1, but the environment is in us-east-1: use a key of us-east-1"]
-    assert normalize({"name": "x", "kms_key": key, "airstrip": {"region": "eu-west-1"}})["kms_key"] == key
+    assert normalize({"name": "x", "kms_key": key, "airstrip": dict(sm, region="eu-west-1")})["kms_key"] == key
 
 
 def test_ec2_hosts_are_described_for_aws():

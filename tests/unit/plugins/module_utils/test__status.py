@@ -2,33 +2,55 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.airstrip.airflow.plugins.module_utils._status import derive_status, last_operation
+from ansible_collections.airstrip.airflow.plugins.module_utils._status import (
+    NOT_FOUND, derive_status, last_operation, not_found_message)
 
 
 def rec(op, status, started="2026-11-23T10:00:00Z", host="a"):
     return {"operation": op, "status": status, "started_at": started, "host": host}
 
 
-@pytest.mark.parametrize("op,status,installed,healthy,expected", [
-    ("CREATE", "IN_PROGRESS", True, False, "CREATING"),
-    ("CREATE", "FAILED", True, False, "CREATE_FAILED"),
-    ("CREATE", "SUCCESS", True, True, "AVAILABLE"),
-    ("CREATE", "SUCCESS", True, False, "UNAVAILABLE"),
-    ("UPDATE", "IN_PROGRESS", True, True, "UPDATING"),
-    ("UPDATE", "FAILED", True, True, "UPDATE_FAILED"),
-    ("UPDATE", "SUCCESS", True, True, "AVAILABLE"),
-    ("DELETE", "IN_PROGRESS", True, False, "DELETING"),
-    ("DELETE", "SUCCESS", False, False, "DELETED"),
-    ("DELETE", "FAILED", True, False, "UNAVAILABLE"),
+@pytest.mark.parametrize("records,installed,healthy,expected", [
+    ([rec("CREATE", "IN_PROGRESS")], True, False, "CREATING"),
+    ([rec("CREATE", "FAILED")], True, False, "CREATE_FAILED"),
+    ([rec("CREATE", "SUCCESS")], True, True, "AVAILABLE"),
+    ([rec("CREATE", "SUCCESS")], True, False, "UNAVAILABLE"),
+    ([rec("UPDATE", "IN_PROGRESS")], True, True, "UPDATING"),
+    ([rec("UPDATE", "FAILED")], True, True, "UPDATE_FAILED"),
+    ([rec("UPDATE", "SUCCESS")], True, True, "AVAILABLE"),
+    ([rec("DELETE", "IN_PROGRESS")], True, False, "DELETING"),
+    ([rec("DELETE", "FAILED")], True, False, "UNAVAILABLE"),
+    # The delete playbook keeps its record: a deleted environment is DELETED, not unknown.
+    ([rec("DELETE", "SUCCESS")], False, False, "DELETED"),
+    ([rec("CREATE", "SUCCESS"), rec("DELETE", "SUCCESS", "2026-11-24T10:00:00Z", "b")], False, False, "DELETED"),
+    # A record of a create whose services are gone (removed by hand).
+    ([rec("CREATE", "SUCCESS")], False, False, "DELETED"),
+    # No record on any host: an environment deployed by site.yml alone, or none at all.
+    ([], True, True, "AVAILABLE"),
+    (None, True, False, "UNAVAILABLE"),
+    ([], False, False, NOT_FOUND),
+    (None, False, False, NOT_FOUND),
+    ([{"status": "SUCCESS"}, "junk"], False, False, NOT_FOUND),
+    # The marker of an operation under way keeps the last final record inside it.
+    ([dict(rec("UPDATE", "IN_PROGRESS", "2026-11-24T10:00:00Z"), previous=rec("CREATE", "SUCCESS"))],
+     True, True, "UPDATING"),
 ])
-def test_status_from_last_operation(op, status, installed, healthy, expected):
-    assert derive_status([rec(op, status)], installed, healthy) == expected
+def test_status(records, installed, healthy, expected):
+    assert derive_status(records, installed, healthy) == expected
 
 
-def test_no_record():
-    assert derive_status([], False, False) == "DELETED"
-    assert derive_status([], True, True) == "AVAILABLE"
-    assert derive_status(None, True, False) == "UNAVAILABLE"
+@pytest.mark.parametrize("name,hosts,expected", [
+    ("prod", {"web": {}, "control": {}},
+     "environment prod not found: no host of the inventory holds its record or its services "
+     "(hosts read: control, web); check the environment's name and the inventory, or set missing_ok "
+     "to accept a missing environment"),
+    ("prod", {}, "environment prod not found: no host of the inventory holds its record or its services "
+     "(hosts read: none); "),
+    (None, ["a"], "environment not found: no host of the inventory holds its record or its services "
+     "(hosts read: a); "),
+])
+def test_not_found_message(name, hosts, expected):
+    assert not_found_message(name, hosts).startswith(expected)
 
 
 def test_newest_operation_wins_and_a_failed_host_wins_a_tie():

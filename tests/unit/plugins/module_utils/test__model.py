@@ -1,0 +1,276 @@
+"""The environment model: spec -> settings for every spec field (its effect, or its refusal),
+the component reader table, the inventory checks and the maintenance window."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+
+import pytest
+
+from ansible_collections.airstrip.airflow.plugins.module_utils import _model
+from ansible_collections.airstrip.airflow.plugins.module_utils._spec import SpecError, normalize
+
+BASE = {"name": "prod"}
+SM = {"secrets_backend": "aws_secrets_manager"}
+AWS = {"target": "aws", "ec2": {"ami_id": "ami-0123abcd"}}
+SOURCE = {"bucket": "my-dags", "dag_s3_path": "dags"}
+ROLE = "arn:aws:iam::123456789012:role/mine"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d-1111-2222-3333-444455556666"
+
+
+def settings_of(**fields):
+    return _model.settings(normalize(dict(copy.deepcopy(BASE), **fields)))
+
+
+def errors_of(**fields):
+    with pytest.raises(SpecError) as exc:
+        normalize(dict(copy.deepcopy(BASE), **fields))
+    return exc.value.errors
+
+
+# Each spec field: the spec's fields, and the settings they give (a subset). Fields that the AWS
+# roles read (kms, s3_bucket, iam, vpc, ec2_hosts) reach them in airstrip_environment.
+EFFECTS = {
+    "name": ({"name": "prod"}, {"airstrip_env_name": "prod"}),
+    "airflow_version": ({"airflow_version": "3.1.3"}, {"airflow_version": "3.1.3"}),
+    "environment_class": ({"environment_class": "mw1.large"},
+                          {"airflow_worker_concurrency": 20,
+                           "airflow_config_options": {"dag_processor.parsing_processes": "7"}}),
+    "worker_concurrency": ({"worker_concurrency": 7}, {"airflow_worker_concurrency": 7}),
+    "celery.worker_concurrency option": ({"airflow_configuration_options": {"celery.worker_concurrency": "9"}},
+                                         {"airflow_worker_concurrency": 9,
+                                          "airflow_config_options": {"dag_processor.parsing_processes": "1"}}),
+    "parsing_processes": ({"parsing_processes": 4}, {"airflow_config_options": {"dag_processor.parsing_processes": "4"}}),
+    "min_workers": ({"min_workers": 2}, {"airflow_workers_active": 2}),
+    "airflow_configuration_options": ({"airflow_configuration_options": {"core.parallelism": "64"}},
+                                      {"airflow_config_options": {"core.parallelism": "64",
+                                                                  "dag_processor.parsing_processes": "1"}}),
+    "logging level": ({"logging": {"scheduler": {"level": "WARNING"}, "worker": {"level": "DEBUG"}}},
+                      {"airflow_log_levels": {"dag_processing": "INFO", "scheduler": "WARNING", "task": "INFO",
+                                              "webserver": "INFO", "worker": "DEBUG"}}),
+    "logging enabled": ({"logging": {"webserver": {"enabled": False}}},
+                        {"airflow_log_enabled": {"dag_processing": True, "scheduler": True, "task": True,
+                                                 "webserver": False, "worker": True}}),
+    "source": ({"source": dict(SOURCE, endpoint_url="http://10.0.0.9:9000", region="eu-west-1")},
+               {"dag_sync_bucket": "my-dags", "dag_sync_prefix": "dags", "dag_sync_endpoint_url": "http://10.0.0.9:9000",
+                "dag_sync_region": "eu-west-1", "airstrip_aws_region": "eu-west-1"}),
+    "source files": ({"source": dict(SOURCE, requirements_s3_path="requirements.txt")},
+                     {"airflow_s3_source": dict(SOURCE, requirements_s3_path="requirements.txt",
+                                                requirements_s3_object_version=None, plugins_s3_path=None,
+                                                plugins_s3_object_version=None, startup_script_s3_path=None,
+                                                startup_script_s3_object_version=None, endpoint_url=None,
+                                                region=None)}),
+    "external database": ({"airstrip": {"database": {"type": "external",
+                                                     "url": "postgresql://airflow@db.example.internal/airflow"}}},
+                          {"airstrip_database_url": "postgresql+psycopg2://airflow@db.example.internal:5432/airflow"}),
+    "local database": ({"airstrip": {"database": {"type": "postgresql"}}}, {"airstrip_database_url": ""}),
+    "secrets_backend": ({"airstrip": SM}, {"airstrip_secrets_backend": "aws_secrets_manager"}),
+    "region": ({"airstrip": dict(SM, region="eu-central-1")}, {"airstrip_aws_region": "eu-central-1"}),
+    "endpoint_url": ({"airstrip": dict(SM, endpoint_url="http://10.0.0.9:5000")},
+                     {"airstrip_aws_endpoint_url": "http://10.0.0.9:5000"}),
+    "broker": ({"airstrip": {"broker": {"type": "redis"}}}, {"airstrip_environment": {"airstrip": {"broker": {"type": "redis"}}}}),
+    "kms_key with Secrets Manager": ({"kms_key": KEY, "airstrip": SM}, {"airstrip_environment": {"kms_key": KEY}}),
+    "tags with Secrets Manager": ({"tags": {"team": "data"}, "airstrip": SM},
+                                  {"airstrip_environment": {"tags": {"team": "data"}}}),
+    "execution_role_arn on AWS": ({"execution_role_arn": ROLE, "airstrip": AWS, "source": SOURCE},
+                                  {"airstrip_environment": {"execution_role_arn": ROLE}}),
+    "network on AWS": ({"network": {"vpc_cidr": "10.9.0.0/16"}, "airstrip": AWS, "source": SOURCE},
+                       {"airstrip_environment": {"network": {"vpc_cidr": "10.9.0.0/16"}}}),
+    "ui_allowed_cidrs on own hosts": ({"network": {"ui_allowed_cidrs": ["192.0.2.0/24"]}},
+                                      {"airstrip_environment": {"network": {"ui_allowed_cidrs": ["192.0.2.0/24"]}}}),
+    "webserver_access_mode": ({"webserver_access_mode": "PUBLIC_ONLY"},
+                              {"airstrip_environment": {"webserver_access_mode": "PUBLIC_ONLY"}}),
+    "weekly_maintenance_window_start": ({"weekly_maintenance_window_start": "SUN:03:30"},
+                                        {"airstrip_environment": {"weekly_maintenance_window_start": "SUN:03:30"}}),
+    "ec2": ({"airstrip": AWS, "source": SOURCE}, {"airstrip_environment": {"airstrip": {"ec2": {"ami_id": "ami-0123abcd"}}}}),
+}
+
+
+def subset(expected, actual, path=""):
+    for key, value in expected.items():
+        assert key in actual, "%s%s missing" % (path, key)
+        if isinstance(value, dict) and key not in ("airflow_config_options", "airflow_log_levels", "airflow_log_enabled",
+                                                   "airflow_s3_source"):
+            subset(value, actual[key], path + key + ".")
+        else:
+            assert actual[key] == value, "%s%s: %r != %r" % (path, key, actual[key], value)
+
+
+@pytest.mark.parametrize("case", EFFECTS, ids=list(EFFECTS))
+def test_each_field_reaches_the_roles(case):
+    fields, expected = EFFECTS[case]
+    subset(expected, settings_of(**fields))
+
+
+# Each field the collection does not honour here: the spec's fields and the start of the message.
+REFUSALS = {
+    "sqs broker": ({"airstrip": {"broker": {"type": "sqs"}}}, "airstrip.broker.type: sqs is not supported yet"),
+    "worker_queues": ({"airstrip": {"worker_queues": ["default", "gpu"]}},
+                      "airstrip.worker_queues: queues other than 'default' are not supported yet"),
+    "hosts": ({"airstrip": {"hosts": {"airflow_worker": ["w1"]}}}, "airstrip.hosts: is not supported"),
+    "endpoint_management CUSTOMER": ({"endpoint_management": "CUSTOMER"},
+                                     "endpoint_management: CUSTOMER is not supported yet"),
+    "task logs off": ({"logging": {"task": {"enabled": False}}}, "logging.task.enabled: false is not supported"),
+    "password in database url": ({"airstrip": {"database": {"type": "external",
+                                                            "url": "postgresql://airflow:hunter2@db/airflow"}}},
+                                 "airstrip.database.url: holds a password"),
+    "database url not postgresql": ({"airstrip": {"database": {"type": "external", "url": "mysql://a@db/airflow"}}},
+                                    "airstrip.database.url: must be a PostgreSQL URL"),
+    "database url missing": ({"airstrip": {"database": {"type": "external"}}}, "airstrip.database.url: is required"),
+    "execution_role_arn off AWS": ({"execution_role_arn": ROLE}, "execution_role_arn: is used only when"),
+    "kms_key off AWS": ({"kms_key": KEY}, "kms_key: encrypts AWS resources"),
+    "tags off AWS": ({"tags": {"a": "b"}}, "tags: are put on AWS resources"),
+    "VPC off AWS": ({"network": {"vpc_cidr": "10.9.0.0/16"}}, "network.vpc_cidr: describes an AWS VPC"),
+    "resources": ({"resources": {"vcpu": 4}}, "resources: unknown field"),
+    "logging.logging_level option": ({"airflow_configuration_options": {"logging.logging_level": "DEBUG"}},
+                                     "airflow_configuration_options['logging.logging_level']: Airstrip sets this "
+                                     "option itself; use logging.<log type>.level instead"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_each_field_not_honoured_is_refused(case):
+    fields, message = REFUSALS[case]
+    errors = errors_of(**fields)
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_the_external_database_url_in_the_settings_holds_no_password():
+    doc = {"airstrip": {"database": {"type": "external", "url": "postgresql://airflow@db:6432/airflow"}}}
+    assert settings_of(**doc)["airstrip_database_url"] == "postgresql+psycopg2://airflow@db:6432/airflow"
+
+
+def test_inventory_values_of_region_and_endpoint_win():
+    env = normalize(dict(BASE, airstrip=dict(SM, region="eu-west-1")))
+    out = _model.settings(env, {"airstrip_aws_region": "us-west-2", "airflow_version": "9"})
+    assert out["airstrip_aws_region"] == "us-west-2"
+    assert out["airflow_version"] == "3.3.2"
+
+
+# ---------------------------------------------------------------- components
+READERS = [
+    ("celery.worker_concurrency", ("celery-worker",)),
+    ("celery.worker_prefetch_multiplier", ("scheduler", "celery-worker")),
+    ("dag_processor.parsing_processes", ("dag-processor",)),
+    ("api.workers", ("api-server",)),
+    ("api_auth.jwt_expiration_time", _model.COMPONENT_NAMES),
+    ("core.parallelism", _model.COMPONENT_NAMES),
+    ("sensors.default_timeout", ("triggerer", "celery-worker")),
+]
+
+
+@pytest.mark.parametrize("option,readers", READERS)
+def test_options_are_read_by_their_components(option, readers):
+    assert set(_model.components_reading(option)) == set(readers)
+
+
+def test_worker_concurrency_and_log_levels_go_to_their_component_only():
+    levels = {"task": "DEBUG", "worker": "WARNING", "scheduler": "ERROR", "dag_processing": "INFO"}
+    options = {"core.parallelism": "64", "api.workers": "4"}
+    worker = _model.component_options(options, "celery-worker", 12, levels)
+    assert worker == {"core.parallelism": "64", "celery.worker_concurrency": "12",
+                      "logging.logging_level": "DEBUG", "logging.celery_logging_level": "WARNING"}
+    assert _model.component_options(options, "scheduler", 12, levels) == {
+        "core.parallelism": "64", "logging.logging_level": "ERROR"}
+    assert _model.component_options(options, "triggerer", 12, levels)["logging.logging_level"] == "ERROR"
+    assert _model.component_options(options, "api-server", 12, levels) == {"core.parallelism": "64", "api.workers": "4"}
+    assert _model.component_options(options, None, 12, levels) == dict(options, **{"celery.worker_concurrency": "12"})
+    with pytest.raises(ValueError, match="log level of task"):
+        _model.component_options({}, "celery-worker", None, {"task": "LOUD"})
+
+
+def test_unit_journal_is_off_only_when_every_log_type_of_the_component_is():
+    assert _model.unit_journal({"webserver": False}, "api-server") is False
+    assert _model.unit_journal({"worker": False}, "celery-worker") is True  # its task logs stay on
+    assert _model.unit_journal({"scheduler": False}, "triggerer") is False
+    assert _model.unit_journal({}, "scheduler") is True
+
+
+def test_database_url_gets_its_password_quoted():
+    url = "postgresql+psycopg2://airflow@db:5432/airflow"
+    assert _model.database_url(url, "p@ss/word") == "postgresql+psycopg2://airflow:p%40ss%2Fword@db:5432/airflow"
+    assert _model.database_url(url, "") == url
+    assert _model.database_url("postgresql://a:x@db/airflow", "other") == "postgresql://a:x@db/airflow"
+
+
+def test_tables_cover_every_group_once():
+    assert sorted(_model.GROUPS) == sorted(set(_model.GROUPS))
+    assert set(_model.lookup("component_groups").values()) <= set(_model.GROUPS)
+    placed = set(g for groups in _model.HOST_ROLES.values() for g in groups)
+    assert placed == set(_model.GROUPS)
+    for cls in _model.CLASSES.values():
+        assert set(cls["instance_types"]) == set(_model.HOST_ROLES)
+    with pytest.raises(KeyError):
+        _model.lookup("nope")
+
+
+# ---------------------------------------------------------------- inventory
+def groups(**counts):
+    out = dict((c["group"], ["h"]) for c in _model.COMPONENTS.values())
+    out.update({"airflow_metadata_db": ["db"], "airflow_broker": ["b"]})
+    for group, n in counts.items():
+        out[group] = ["%s%d" % (group, i) for i in range(n)]
+    return out
+
+
+HOSTS = [
+    ({}, False, None, []),
+    ({"airflow_scheduler": 0}, False, None, ["No host in inventory group(s) airflow_scheduler"]),
+    ({"airflow_metadata_db": 0}, False, None, ["Inventory group airflow_metadata_db must hold exactly one host (found 0)"]),
+    ({"airflow_metadata_db": 0}, True, None, []),
+    ({}, True, None, ["inventory group airflow_metadata_db holds 1 host(s), but the metadata database is external"]),
+    ({"airflow_broker": 2}, False, None, ["Inventory group airflow_broker must hold exactly one host (found 2)"]),
+    ({"airflow_worker": 2}, False, {"max_workers": 3}, ["max_workers: 3 needs as many hosts in inventory group "
+                                                         "airflow_worker, found 2"]),
+    ({"airflow_scheduler": 1}, False, {"schedulers": 2}, ["schedulers: 2 but inventory group airflow_scheduler holds 1"]),
+    ({"airflow_webserver": 3}, False, {"max_webservers": 2},
+     ["min_webservers/max_webservers: 1-2 but inventory group airflow_webserver holds 3"]),
+]
+
+
+@pytest.mark.parametrize("counts,external,spec,messages", HOSTS)
+def test_inventory_placement(counts, external, spec, messages):
+    env = None
+    if spec is not None:
+        env = normalize(dict(dict(BASE, min_workers=1, schedulers=1, min_webservers=1, max_webservers=1,
+                                  max_workers=1), **spec))
+    errors = _model.host_errors(groups(**counts), external, env)
+    assert len(errors) == len(messages), errors
+    for error, message in zip(errors, messages):
+        assert error.startswith(message), errors
+
+
+def test_setting_clashes_name_what_the_inventory_sets_differently():
+    values = {"airflow_worker_concurrency": 10, "airflow_version": "3.3.2", "airstrip_aws_region": "eu-west-1",
+              "airstrip_env_name": "prod"}
+    host = {"airflow_worker_concurrency": "10", "airflow_version": "3.1.3", "airstrip_aws_region": "us-east-1"}
+    assert _model.setting_clashes(values, host) == ["airflow_version"]
+
+
+# ---------------------------------------------------------------- maintenance window
+WINDOWS = [
+    ("SUN:03:30", datetime.datetime(2026, 11, 29, 3, 30), True),    # a Sunday, at the start
+    ("SUN:03:30", datetime.datetime(2026, 11, 29, 5, 29), True),
+    ("SUN:03:30", datetime.datetime(2026, 11, 29, 5, 30), False),   # two hours on
+    ("SUN:23:00", datetime.datetime(2026, 11, 30, 0, 30), True),    # into Monday
+    ("SUN:23:00", datetime.datetime(2026, 11, 23, 0, 30), True),    # a Monday, the week's wrap
+    ("MON:10:00", datetime.datetime(2026, 12, 1, 10, 0), False),    # a Tuesday
+]
+
+
+@pytest.mark.parametrize("start,now,is_open", WINDOWS)
+def test_maintenance_window(start, now, is_open):
+    assert _model.maintenance_window(start, now)[0] is is_open
+
+
+def test_update_outside_the_window_is_refused_with_the_way_on():
+    env = normalize(dict(BASE, weekly_maintenance_window_start="SUN:23:00"))
+    tuesday = datetime.datetime(2026, 12, 1, 10, 0)
+    (error,) = _model.window_errors(env, "UPDATE", tuesday)
+    assert error.startswith("weekly_maintenance_window_start: it is TUE 10:00 UTC, outside the maintenance window "
+                            "SUN 23:00-MON 01:00 UTC")
+    assert "airstrip_ignore_maintenance_window=true" in error
+    assert _model.window_errors(env, "UPDATE", tuesday, ignore=True) == []
+    assert _model.window_errors(env, "CREATE", tuesday) == []
+    assert _model.window_errors(normalize(BASE), "UPDATE", tuesday) == []
