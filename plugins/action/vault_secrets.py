@@ -56,33 +56,15 @@ def pick_secret(vault_secrets, vault_id=None, verb="encrypt"):
     return vault_secrets[0]
 
 
-def read_legacy(folder, names):
-    """Secrets kept by earlier releases, one plain 0600 file each: {name: value} of those present."""
-    found = {}
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            with open(path) as handle:
-                value = handle.read().strip()
-            if value:
-                found[name] = value
-    return found
-
-
-def settle(current, names, legacy):
-    """The full set of secrets, and which were taken from the legacy folder and which generated."""
+def settle(current, names):
+    """The full set of secrets, and the names of those generated for it."""
     values = dict(current)
-    migrated, generated = [], []
+    generated = []
     for name, length in sorted(names.items()):
-        if values.get(name):
-            continue
-        if name in legacy:
-            values[name] = legacy[name]
-            migrated.append(name)
-        else:
+        if not values.get(name):
             values[name] = generate(int(length))
             generated.append(name)
-    return values, migrated, generated
+    return values, generated
 
 
 def write_private(path, data):
@@ -111,30 +93,21 @@ class ActionModule(ActionBase):
         args = self._task.args
         path = os.path.expanduser(args.get("path") or "")
         names = args.get("names") or {}
-        legacy_dir = os.path.expanduser(args.get("legacy_dir") or "")
         if not path or not isinstance(names, dict) or not names:
             result.update(failed=True, msg="vault_secrets needs path and names (a mapping of secret name to length)")
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
         check_mode = self._play_context.check_mode
-        migrated, generated, changed = [], [], False
+        generated, changed = [], False
         try:
             values = self._read(path, vault_secrets) if os.path.exists(path) else {}
             if boolean(args.get("create", True)):
-                legacy = read_legacy(legacy_dir, names) if legacy_dir and os.path.isdir(legacy_dir) else {}
-                values, migrated, generated = settle(values, names, legacy)
+                values, generated = settle(values, names)
                 # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
-                changed = bool(migrated or generated)
+                changed = bool(generated)
                 if not check_mode:
                     changed = self._write(path, values, ident, secret, changed)
-                    # Plain files of secrets the vault file now holds are removed (also ones an
-                    # interrupted run left behind).
-                    for name in legacy:
-                        os.unlink(os.path.join(legacy_dir, name))
-                        changed = True
-                    if legacy and not os.listdir(legacy_dir):
-                        os.rmdir(legacy_dir)
         except VaultSecretsError as exc:
             result.update(failed=True, msg="The environment's secrets file %s: %s." % (path, exc))
             return result
@@ -145,7 +118,7 @@ class ActionModule(ActionBase):
             return result
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, migrated=migrated, generated=generated)
+        result.update(changed=changed, secrets=values, path=path, generated=generated)
         return result
 
     @staticmethod

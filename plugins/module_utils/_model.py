@@ -340,7 +340,7 @@ def window_errors(env, operation, now, ignore=False):
 def unit_journal(enabled, component):
     """Whether a component's unit keeps its output in the journal, from {log type: enabled}:
     a component whose every log type is disabled (MWAA's Enabled: false) keeps none."""
-    types = [t for t, c in LOG_TYPES.items() if any(comp == component for comp, _ in c["options"])]
+    types = [t for t, c in LOG_TYPES.items() if any(o[0] == component for o in c["options"])]
     if not enabled or not types:
         return True
     return any(enabled.get(t, True) for t in types)

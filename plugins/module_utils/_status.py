@@ -9,6 +9,9 @@ __metaclass__ = type
 
 STATUSES = ("CREATING", "CREATE_FAILED", "AVAILABLE", "UPDATING", "UPDATE_FAILED", "ROLLING_BACK",
             "UNAVAILABLE", "DELETING", "DELETED")
+# What MWAA answers with ResourceNotFoundException: no record on any host and nothing installed.
+# An environment removed by the delete playbook keeps its DELETE record, so it is DELETED instead.
+NOT_FOUND = "NOT_FOUND"
 _RANK = {"FAILED": 2, "IN_PROGRESS": 1, "SUCCESS": 0}
 
 
@@ -28,7 +31,7 @@ def derive_status(records, installed, healthy):
     op = last_operation(records)
     running = "AVAILABLE" if healthy else "UNAVAILABLE"
     if op is None:
-        return running if installed else "DELETED"
+        return running if installed else NOT_FOUND
     kind, status = op.get("operation"), op.get("status")
     if kind == "DELETE":
         if status == "SUCCESS":
@@ -39,6 +42,14 @@ def derive_status(records, installed, healthy):
     if status == "FAILED":
         return "CREATE_FAILED" if kind == "CREATE" else "UPDATE_FAILED"
     return running if installed else "DELETED"
+
+
+def not_found_message(name, hosts):
+    """Why an environment with status NOT_FOUND is reported as missing, naming the hosts read."""
+    asked = ", ".join(sorted(hosts)) if hosts else "none"
+    return ("environment {0}not found: no host of the inventory holds its record or its services "
+            "(hosts read: {1}); check the environment's name and the inventory, or set missing_ok "
+            "to accept a missing environment".format(name + " " if name else "", asked))
 
 
 def unit_states(show_output, components):

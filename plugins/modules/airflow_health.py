@@ -41,13 +41,9 @@ options:
     description: Verify the api-server's TLS certificate.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
+extends_documentation_fragment:
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.info
 """
 
 EXAMPLES = r"""

@@ -19,9 +19,21 @@ description:
     processor; the Celery workers are counted from their services' states. Use the
     C(airstrip.airflow.info) playbook, which gathers the records and service states from the hosts.
   - ROLLING_BACK is never reported, as Airstrip does not roll back a failed update on its own.
+  - An environment that never existed (no host holds its record and no Airflow unit is installed) is
+    NOT_FOUND, where MWAA answers that the environment is not found; the module then fails unless
+    O(missing_ok) is set. An environment removed by the C(airstrip.airflow.delete) playbook keeps its
+    record of the deletion and is DELETED.
 author:
   - Airstrip developers (@airstrip)
 options:
+  name:
+    description: The environment's name, for the message when it is not found.
+    type: str
+  missing_ok:
+    description:
+      - Return the status NOT_FOUND instead of failing when the environment is not found.
+    type: bool
+    default: false
   api_url:
     description: Base URL of the api-server, such as C(http://10.0.0.5:8080). Omit when nothing is deployed.
     type: str
@@ -50,13 +62,9 @@ options:
     description: Verify the api-server's TLS certificate.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
+extends_documentation_fragment:
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.info
 """
 
 EXAMPLES = r"""
@@ -65,6 +73,14 @@ EXAMPLES = r"""
     api_url: http://10.0.0.5:8080
     records: "{{ records }}"
     services: {control: {scheduler: active}, worker1: {celery-worker: active}}
+  register: info
+
+- name: Status of an environment that may not exist yet
+  airstrip.airflow.environment_info:
+    name: prod
+    records: "{{ records }}"
+    services: "{{ services }}"
+    missing_ok: true
   register: info
 """
 
@@ -75,7 +91,7 @@ environment:
   type: dict
   contains:
     status:
-      description: MWAA's status.
+      description: MWAA's status, or NOT_FOUND for an environment that never existed (only with O(missing_ok)).
       type: str
       sample: AVAILABLE
     last_update:
@@ -103,7 +119,8 @@ environment:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.airstrip.airflow.plugins.module_utils._health_client import check_health
-from ansible_collections.airstrip.airflow.plugins.module_utils._status import derive_status, last_operation
+from ansible_collections.airstrip.airflow.plugins.module_utils._status import (
+    NOT_FOUND, derive_status, last_operation, not_found_message)
 
 
 def health_of(module):
@@ -120,6 +137,8 @@ def health_of(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            name=dict(type="str"),
+            missing_ok=dict(type="bool", default=False),
             api_url=dict(type="str"),
             records=dict(type="list", elements="dict", default=[]),
             services=dict(type="dict", default={}),
@@ -148,6 +167,8 @@ def main():
         dag_sync=dict((h, dict((k, st.get(k)) for k in ("healthy", "error", "last_success", "files", "bucket", "prefix")))
                       for h, st in module.params["dag_sync"].items() if isinstance(st, dict)),
     )
+    if environment["status"] == NOT_FOUND and not module.params["missing_ok"]:
+        module.fail_json(msg=not_found_message(module.params["name"], services), environment=environment)
     module.exit_json(changed=False, environment=environment)
 
 

@@ -49,13 +49,13 @@ extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.check_mode
 attributes:
   check_mode:
-    support: full
-    description: Lists the prefix and reports what would change, downloading and deleting nothing.
+    details: Lists the prefix and reports what would change, downloading and deleting nothing.
   diff_mode:
-    support: none
-    description: Reports the paths added, updated and deleted instead.
+    details: Reports the paths added, updated and deleted instead.
 """
 
 EXAMPLES = r"""

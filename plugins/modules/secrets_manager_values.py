@@ -47,13 +47,12 @@ options:
   session_token:
     description: Session token of temporary credentials, with O(access_key).
     type: str
+extends_documentation_fragment:
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.info
 attributes:
   check_mode:
-    support: full
-    description: Only reads; in check mode a secret not made yet gets a placeholder instead of failing.
-  diff_mode:
-    support: none
-    description: Changes nothing.
+    details: Only reads; in check mode a secret not made yet gets a placeholder instead of failing.
 """
 
 EXAMPLES = r"""

@@ -15,8 +15,6 @@ description:
   - Reads the file with the vault passwords given to the run, generates each secret of O(names) it
     does not hold yet (letters and digits, of the length named), and writes the file back encrypted,
     mode 0600 in a 0700 folder, only when something was added. A second run changes nothing.
-  - Secrets kept by earlier Airstrip releases as one plain file each in O(legacy_dir) are taken over
-    (not generated again), and their plain files removed once the vault file holds them.
   - An action plugin that runs on the controller; it fails, naming the file and how to give the
     password, when the run has no vault password or a wrong one, before anything is written.
   - The result is always hidden from the output (as with C(no_log)).
@@ -31,13 +29,10 @@ options:
     description: Secret name -> length of a generated value.
     type: dict
     required: true
-  legacy_dir:
-    description: Folder of plain secret files (one per name) to take over, if it exists.
-    type: path
   create:
     description:
-      - With V(false), only read the file (no secret generated, nothing written, no legacy file
-        taken over); a file that does not exist gives an empty RV(secrets).
+      - With V(false), only read the file (no secret generated, nothing written); a file that
+        does not exist gives an empty RV(secrets).
     type: bool
     default: true
   vault_id:
@@ -45,13 +40,14 @@ options:
       - Vault id to encrypt with when the run has several; default the configured
         C(DEFAULT_VAULT_ENCRYPT_IDENTITY), else the first password given.
     type: str
+extends_documentation_fragment:
+  - airstrip.airflow.attributes
+  - airstrip.airflow.attributes.check_mode
 attributes:
   check_mode:
-    support: full
-    description: Reports whether the file would change, and returns the secrets it would hold, writing nothing.
+    details: Reports whether the file would change, and returns the secrets it would hold, writing nothing.
   diff_mode:
-    support: none
-    description: The content is secret.
+    details: The content is secret.
   action:
     support: full
     description: Runs on the controller.
@@ -80,11 +76,6 @@ generated:
   returned: success
   type: list
   elements: str
-migrated:
-  description: Names of the secrets taken over from O(legacy_dir).
-  returned: success
-  type: list
-  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -93,7 +84,6 @@ from ansible.module_utils.basic import AnsibleModule
 def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True),
                                               names=dict(type="dict", required=True),
-                                              legacy_dir=dict(type="path"),
                                               create=dict(type="bool", default=True),
                                               vault_id=dict(type="str")),
                            supports_check_mode=True)

@@ -3,7 +3,6 @@ encrypted secrets file of an on-prem environment."""
 
 import os
 import stat
-from pathlib import Path
 
 import adhoc
 import pytest
@@ -32,7 +31,7 @@ def vault(tmp_path):
     password = tmp_path / "vault-password"
     password.write_text("correct horse battery staple\n")
     path = tmp_path / "env" / "secrets.yml"
-    return password, path, {"path": str(path), "names": NAMES, "legacy_dir": str(tmp_path / "env" / "secrets")}
+    return password, path, {"path": str(path), "names": NAMES}
 
 
 def test_check_then_real_then_no_change(vault):
@@ -67,31 +66,13 @@ def test_a_new_name_is_added_and_the_others_kept(vault):
     assert len(after.pop("jwt_secret")) == 48 and after == before
 
 
-def test_plain_files_of_earlier_releases_are_taken_over_then_removed(vault):
-    password, path, args = vault
-    legacy = Path(args["legacy_dir"])
-    legacy.mkdir(parents=True, mode=0o700)
-    (legacy / "db_password").write_text("OldDbPassword1234567890\n")
-    (legacy / "admin_password").write_text("OldAdminPassword123\n")
-    r, out = run(args, password)
-    assert r["changed"] is True and "OldDbPassword" not in out
-    values = decrypt(path, b"correct horse battery staple")
-    assert values["db_password"] == "OldDbPassword1234567890"
-    assert values["admin_password"] == "OldAdminPassword123"
-    assert len(values["fernet_seed"]) == 48
-    assert not legacy.exists()
-
-
 def test_without_a_vault_password_it_stops_and_writes_nothing(vault):
     dummy, path, args = vault
-    legacy = Path(args["legacy_dir"])
-    legacy.mkdir(parents=True)
-    (legacy / "db_password").write_text("KeepMe\n")
     r, out = run(args, ok=False)
     assert r.get("failed") is True
     assert f"The environment's secrets file {path}: no vault password was given" in r["msg"]
     assert "--vault-password-file" in r["msg"] and "AWX" in r["msg"]
-    assert not path.exists() and (legacy / "db_password").read_text() == "KeepMe\n"
+    assert not path.parent.exists()
 
 
 def test_a_wrong_password_is_refused_and_the_file_kept(vault, tmp_path):
@@ -130,19 +111,6 @@ def test_check_mode_without_the_password_stops_as_the_real_run_would(vault):
     dummy, path, args = vault
     r, dummy = run(args, check=True, ok=False)
     assert "no vault password was given to this run" in r["msg"]
-
-
-def test_plain_files_left_beside_a_vault_file_that_holds_them_are_removed(vault):
-    """As after a run interrupted between writing the vault file and removing the plain files."""
-    password, path, args = vault
-    run(args, password)
-    before = decrypt(path, b"correct horse battery staple")
-    legacy = Path(args["legacy_dir"])
-    legacy.mkdir(parents=True)
-    (legacy / "db_password").write_text(before["db_password"] + "\n")
-    r, dummy = run(args, password)
-    assert r["changed"] is True and not legacy.exists()
-    assert decrypt(path, b"correct horse battery staple") == before
 
 
 def test_read_only_makes_nothing(vault):

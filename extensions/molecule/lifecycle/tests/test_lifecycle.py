@@ -167,6 +167,7 @@ def test_log_level_change_restarts_only_its_component(tmp_path):
     assert "logging_level = INFO" in control.check_output("cat /etc/airflow/scheduler.cfg")
     # It logs at DEBUG now (Airflow 3 writes the level as DEBUG, or structlog's [debug ]); at
     # INFO, before the update, it wrote none.
+
     def debug_lines():
         out = control.check_output("journalctl -u airflow-dag-processor --no-pager -o cat --since '-2min'")
         return "DEBUG" in out or "[debug" in out

@@ -221,8 +221,8 @@ HOSTS = [
     ({"airflow_metadata_db": 0}, True, None, []),
     ({}, True, None, ["inventory group airflow_metadata_db holds 1 host(s), but the metadata database is external"]),
     ({"airflow_broker": 2}, False, None, ["Inventory group airflow_broker must hold exactly one host (found 2)"]),
-    ({"airflow_worker": 2}, False, {"max_workers": 3}, ["max_workers: 3 needs as many hosts in inventory group "
-                                                         "airflow_worker, found 2"]),
+    ({"airflow_worker": 2}, False, {"max_workers": 3},
+     ["max_workers: 3 needs as many hosts in inventory group airflow_worker, found 2"]),
     ({"airflow_scheduler": 1}, False, {"schedulers": 2}, ["schedulers: 2 but inventory group airflow_scheduler holds 1"]),
     ({"airflow_webserver": 3}, False, {"max_webservers": 2},
      ["min_webservers/max_webservers: 1-2 but inventory group airflow_webserver holds 3"]),

@@ -135,10 +135,9 @@ def test_mwaa_errors_use_mwaa_field_names():
 
 
 def test_network_cidrs_checked():
-    errors = errors_of({"name": "x", "airstrip": ON_AWS, "network": {"vpc_cidr": "10.0.0.0/16",
-                                                 "subnet_cidrs": ["10.0.1.0/24", "10.0.1.128/25", "10.1.0.0/24", "nope"],
-                                                 "availability_zones": ["eu-west-1a"],
-                                                 "ui_allowed_cidrs": ["0.0.0.0/33"]}})
+    errors = errors_of({"name": "x", "airstrip": ON_AWS, "network": {
+        "vpc_cidr": "10.0.0.0/16", "subnet_cidrs": ["10.0.1.0/24", "10.0.1.128/25", "10.1.0.0/24", "nope"],
+        "availability_zones": ["eu-west-1a"], "ui_allowed_cidrs": ["0.0.0.0/33"]}})
     text = "\n".join(errors)
     assert "network.subnet_cidrs[1]: 10.0.1.128/25 overlaps subnet_cidrs[0]" in text
     assert "network.subnet_cidrs[2]: 10.1.0.0/24 is not inside vpc_cidr" in text
