@@ -112,7 +112,6 @@ def test_controller_keeps_secrets_encrypted():
     assert sorted(values) == scenario.SECRET_NAMES
     for name, value in values.items():
         assert len(value) >= 20 and value.encode() not in data, name
-    assert not (SECRETS.parent / "secrets").exists(), "plain secret files left beside the vault file"
 
 
 # ---------------------------------------------------------------- reachability
