@@ -63,7 +63,9 @@ OPTION_READERS = {
 
 # The services beside Airflow, each on exactly one host of its group (or none: external).
 SERVICES = {
-    "metadata_db": {"group": "airflow_metadata_db", "port": PORTS["metadata_db"]},
+    # Airflow's database and role in it.
+    "metadata_db": {"group": "airflow_metadata_db", "port": PORTS["metadata_db"], "database": "airflow",
+                    "user": "airflow"},
     "broker": {"group": "airflow_broker", "port": PORTS["broker"]},
 }
 GROUPS = tuple(s["group"] for s in SERVICES.values()) + tuple(c["group"] for c in COMPONENTS.values())
