@@ -63,7 +63,9 @@ OPTION_READERS = {
 
 # The services beside Airflow, each on exactly one host of its group (or none: external).
 SERVICES = {
-    "metadata_db": {"group": "airflow_metadata_db", "port": PORTS["metadata_db"]},
+    # Airflow's database and role in it.
+    "metadata_db": {"group": "airflow_metadata_db", "port": PORTS["metadata_db"], "database": "airflow",
+                    "user": "airflow"},
     "broker": {"group": "airflow_broker", "port": PORTS["broker"]},
 }
 GROUPS = tuple(s["group"] for s in SERVICES.values()) + tuple(c["group"] for c in COMPONENTS.values())
@@ -285,6 +287,10 @@ def settings(env, variables=None):
         "dag_sync_prefix": source.get("dag_s3_path") or "dags",
         "dag_sync_endpoint_url": source.get("endpoint_url") or "",
         "dag_sync_region": source.get("region") or "",
+        # Who may reach the UI besides the environment's hosts and the controller: the
+        # spec's CIDRs, or anyone for PUBLIC_ONLY without them.
+        "firewall_ui_allowed_cidrs": list((env.get("network") or {}).get("ui_allowed_cidrs") or
+                                          (["0.0.0.0/0"] if env["webserver_access_mode"] == "PUBLIC_ONLY" else [])),
     }
     return out
 

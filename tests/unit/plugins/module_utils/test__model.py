@@ -78,9 +78,13 @@ EFFECTS = {
     "network on AWS": ({"network": {"vpc_cidr": "10.9.0.0/16"}, "airstrip": AWS, "source": SOURCE},
                        {"airstrip_environment": {"network": {"vpc_cidr": "10.9.0.0/16"}}}),
     "ui_allowed_cidrs on own hosts": ({"network": {"ui_allowed_cidrs": ["192.0.2.0/24"]}},
-                                      {"airstrip_environment": {"network": {"ui_allowed_cidrs": ["192.0.2.0/24"]}}}),
-    "webserver_access_mode": ({"webserver_access_mode": "PUBLIC_ONLY"},
-                              {"airstrip_environment": {"webserver_access_mode": "PUBLIC_ONLY"}}),
+                                      {"firewall_ui_allowed_cidrs": ["192.0.2.0/24"]}),
+    "PRIVATE_ONLY": ({"webserver_access_mode": "PRIVATE_ONLY"}, {"firewall_ui_allowed_cidrs": []}),
+    "PUBLIC_ONLY": ({"webserver_access_mode": "PUBLIC_ONLY"},
+                    {"firewall_ui_allowed_cidrs": ["0.0.0.0/0"],
+                     "airstrip_environment": {"webserver_access_mode": "PUBLIC_ONLY"}}),
+    "PUBLIC_ONLY with CIDRs": ({"webserver_access_mode": "PUBLIC_ONLY", "network": {"ui_allowed_cidrs": ["192.0.2.0/24"]}},
+                               {"firewall_ui_allowed_cidrs": ["192.0.2.0/24"]}),
     "weekly_maintenance_window_start": ({"weekly_maintenance_window_start": "SUN:03:30"},
                                         {"airstrip_environment": {"weekly_maintenance_window_start": "SUN:03:30"}}),
     "ec2": ({"airstrip": AWS, "source": SOURCE}, {"airstrip_environment": {"airstrip": {"ec2": {"ami_id": "ami-0123abcd"}}}}),
@@ -91,7 +95,7 @@ def subset(expected, actual, path=""):
     for key, value in expected.items():
         assert key in actual, "%s%s missing" % (path, key)
         if isinstance(value, dict) and key not in ("airflow_config_options", "airflow_log_levels", "airflow_log_enabled",
-                                                   "airflow_s3_source"):
+                                                   "airflow_s3_source", "firewall_ui_allowed_cidrs"):
             subset(value, actual[key], path + key + ".")
         else:
             assert actual[key] == value, "%s%s: %r != %r" % (path, key, actual[key], value)
