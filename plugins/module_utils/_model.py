@@ -209,11 +209,10 @@ def component_options(options, component, worker_concurrency=None, log_levels=No
 def database_url(url, password=None):
     """A SQLAlchemy URL of an external database with the password put in (quoted)."""
     parts = urlsplit(url)
-    if not password or parts.password:
+    if not password or parts.password is not None:
         return url
-    netloc = "%s:%s@%s" % (parts.username or "", quote(password, safe=""), parts.hostname or "")
-    if parts.port:
-        netloc += ":%d" % parts.port
+    user, host = parts.netloc.rsplit("@", 1) if "@" in parts.netloc else ("", parts.netloc)
+    netloc = "%s:%s@%s" % (user, quote(password, safe=""), host)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -257,9 +257,9 @@ def _check_logging(c, logging):
         c.unknown(conf, ("enabled", "level"), prefix)
         enabled = c.boolean(conf, "enabled", default=True, prefix=prefix)
         level = c.choice(conf, "level", LEVELS, default="INFO", prefix=prefix)
-        if comp == "task" and enabled is False:
-            c.error(prefix + "enabled", "false is not supported: task logs are always kept, the UI reads them "
-                    "(set a higher level instead, such as ERROR)")
+        if comp in ("task", "worker") and enabled is False:
+            c.error(prefix + "enabled", "false is not supported: the Celery worker's output holds the tasks' own "
+                    "and task logs are always kept, the UI reads them (set a higher level instead, such as ERROR)")
         out[comp] = {"enabled": enabled, "level": level}
     return out
 
@@ -359,6 +359,9 @@ def _check_network(c, network):
     if network.get("vpc_id") is not None:
         out["vpc_id"] = c.string(network, "vpc_id", re.compile(r"^vpc-[0-9a-f]{8,17}$"),
                                  "must be a VPC id such as vpc-0123abcd", prefix="network.")
+        if out["vpc_id"]:
+            c.error("network.vpc_id", "is not supported yet: give the existing network's subnet_ids and "
+                    "security_group_ids (as MWAA's NetworkConfiguration), or vpc_cidr for a new VPC")
     vpc = None
     if network.get("vpc_cidr") is not None:
         vpc = _check_cidrs(c, "vpc_cidr", [network["vpc_cidr"]])[0]
@@ -388,7 +391,10 @@ def _check_network(c, network):
             c.error("network.availability_zones", "needs at least two different availability zones, got %r" % (zones,))
         out["availability_zones"] = zones
     if network.get("ui_allowed_cidrs") is not None:
-        _check_cidrs(c, "ui_allowed_cidrs", network["ui_allowed_cidrs"])
+        for i, net in enumerate(_check_cidrs(c, "ui_allowed_cidrs", network["ui_allowed_cidrs"])):
+            if net is not None and net.version != 4:
+                c.error("network.ui_allowed_cidrs[%d]" % i, "%s is IPv6: the host firewall and security group admit "
+                        "IPv4 addresses and CIDRs only" % net)
         out["ui_allowed_cidrs"] = network["ui_allowed_cidrs"]
     return out
 
@@ -475,8 +481,10 @@ def _check_database(c, database):
         c.error("airstrip.database.url", "holds a password: keep it out of the spec, remove it from the URL and "
                 "set airstrip_database_password in the inventory (encrypted with ansible-vault)")
         return {"type": kind, "url": None}
-    netloc = "%s@%s:%d" % (parts.username, parts.hostname, port or _model.PORTS["metadata_db"])
-    return {"type": kind, "url": "postgresql+psycopg2://%s%s" % (netloc, parts.path)}
+    # The URL as given (query such as ?sslmode=require, IPv6 brackets), with the driver and port said.
+    netloc = parts.netloc if port else "%s:%d" % (parts.netloc, _model.PORTS["metadata_db"])
+    url = "postgresql+psycopg2://%s%s" % (netloc, parts.path)
+    return {"type": kind, "url": url + ("?" + parts.query if parts.query else "")}
 
 
 def _check_ec2(c, ec2, required):
@@ -640,6 +648,9 @@ def normalize(doc):
     if env["airstrip"].get("target") == "aws" and env["source"] is None:
         c.error("source", "is required when airstrip.target is aws (the DAG bucket)")
     _check_onprem(c, env)
+    if env["airstrip"].get("target") == "aws" and env["airstrip"]["database"]["type"] == "external":
+        c.error("airstrip.database", "external is not supported yet with airstrip.target aws (the EC2 control host "
+                "runs PostgreSQL): use {type: postgresql}, or own hosts (target onprem) for an external database")
     if c.errors:
         raise SpecError(c.errors)
     return env

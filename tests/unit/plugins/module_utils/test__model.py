@@ -116,6 +116,12 @@ REFUSALS = {
     "endpoint_management CUSTOMER": ({"endpoint_management": "CUSTOMER"},
                                      "endpoint_management: CUSTOMER is not supported yet"),
     "task logs off": ({"logging": {"task": {"enabled": False}}}, "logging.task.enabled: false is not supported"),
+    "worker logs off": ({"logging": {"worker": {"enabled": False}}}, "logging.worker.enabled: false is not supported"),
+    "vpc_id": ({"network": {"vpc_id": "vpc-0123abcd"}, "airstrip": AWS, "source": SOURCE},
+               "network.vpc_id: is not supported yet"),
+    "IPv6 UI CIDR": ({"network": {"ui_allowed_cidrs": ["2001:db8::/32"]}}, "network.ui_allowed_cidrs[0]: 2001:db8::/32 is IPv6"),
+    "external database on AWS": ({"airstrip": dict(AWS, database={"type": "external", "url": "postgresql://a@db/airflow"}),
+                                  "source": SOURCE}, "airstrip.database: external is not supported yet with airstrip.target aws"),
     "password in database url": ({"airstrip": {"database": {"type": "external",
                                                             "url": "postgresql://airflow:hunter2@db/airflow"}}},
                                  "airstrip.database.url: holds a password"),
@@ -138,6 +144,14 @@ def test_each_field_not_honoured_is_refused(case):
     fields, message = REFUSALS[case]
     errors = errors_of(**fields)
     assert any(e.startswith(message) for e in errors), errors
+
+
+def test_the_external_database_url_keeps_its_query_and_brackets():
+    doc = {"airstrip": {"database": {"type": "external", "url": "postgresql://airflow@[2001:db8::5]/airflow?sslmode=require"}}}
+    url = settings_of(**doc)["airstrip_database_url"]
+    assert url == "postgresql+psycopg2://airflow@[2001:db8::5]:5432/airflow?sslmode=require"
+    assert _model.database_url(url, "p@ss%/x") == \
+        "postgresql+psycopg2://airflow:p%40ss%25%2Fx@[2001:db8::5]:5432/airflow?sslmode=require"
 
 
 def test_the_external_database_url_in_the_settings_holds_no_password():

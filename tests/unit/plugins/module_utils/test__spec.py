@@ -175,7 +175,7 @@ valid_specs = st.fixed_dictionaries(
         "tags": st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=10),
                                 st.text(string.printable, max_size=20), max_size=10),
         "logging": st.fixed_dictionaries({}, optional={
-            c: st.fixed_dictionaries({}, optional={"enabled": st.just(True) if c == "task" else st.booleans(),
+            c: st.fixed_dictionaries({}, optional={"enabled": st.just(True) if c in ("task", "worker") else st.booleans(),
                                                    "level": st.sampled_from(LEVELS)})
             for c in ("dag_processing", "scheduler", "task", "webserver", "worker")}),
         "airflow_configuration_options": st.dictionaries(
