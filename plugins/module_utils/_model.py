@@ -28,6 +28,10 @@ PORTS = {
     "broker": 6379,
     "worker_logs": 8793,
     "api": 8080,
+    # Airflow's StatsD, to the metrics bridge on the same host (loopback only).
+    "statsd": 8125,
+    # The metrics bridge's Prometheus text (/metrics), for the environment's members.
+    "metrics": 9102,
 }
 
 # Airflow's components, in start order. group: the inventory group that places it; command:
@@ -120,14 +124,19 @@ HOST_ROLES = {
 
 # MWAA's log types: the spec's key, MWAA's key, and the (component, option) its level sets.
 # MWAA puts the triggerer's logs with the scheduler's.
+# group: the suffix of its CloudWatch log group (airflow-<env>-<group>); units: the components
+# whose journal the CloudWatch agent ships there (task logs go through Airflow's remote logging).
 LOG_TYPES = {
-    "dag_processing": {"mwaa": "DagProcessingLogs",
+    "dag_processing": {"mwaa": "DagProcessingLogs", "group": "DAGProcessing", "units": ["dag-processor"],
                        "options": [("dag-processor", "logging.logging_level")]},
-    "scheduler": {"mwaa": "SchedulerLogs",
+    "scheduler": {"mwaa": "SchedulerLogs", "group": "Scheduler", "units": ["scheduler", "triggerer"],
                   "options": [("scheduler", "logging.logging_level"), ("triggerer", "logging.logging_level")]},
-    "task": {"mwaa": "TaskLogs", "options": [("celery-worker", "logging.logging_level")]},
-    "webserver": {"mwaa": "WebserverLogs", "options": [("api-server", "logging.logging_level")]},
-    "worker": {"mwaa": "WorkerLogs", "options": [("celery-worker", "logging.celery_logging_level")]},
+    "task": {"mwaa": "TaskLogs", "group": "Task", "units": [],
+             "options": [("celery-worker", "logging.logging_level")]},
+    "webserver": {"mwaa": "WebserverLogs", "group": "WebServer", "units": ["api-server"],
+                  "options": [("api-server", "logging.logging_level")]},
+    "worker": {"mwaa": "WorkerLogs", "group": "Worker", "units": ["celery-worker"],
+               "options": [("celery-worker", "logging.celery_logging_level")]},
 }
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -291,7 +300,44 @@ def settings(env, variables=None):
         "firewall_ui_allowed_cidrs": list((env.get("network") or {}).get("ui_allowed_cidrs") or
                                           (["0.0.0.0/0"] if env["webserver_access_mode"] == "PUBLIC_ONLY" else [])),
     }
+    out.update(observability(env))
+    if out["metrics_enabled"]:
+        # The bridge reads these; Airflow always emits everything to it, as MWAA's does.
+        out["airflow_config_options"] = dict((k, v) for k, v in out["airflow_config_options"].items()
+                                             if k not in BRIDGE_OPTIONS)
     return out
+
+
+def observability(env):
+    """Where the environment's logs and metrics go (airstrip.cloudwatch, airstrip.prometheus):
+    the log groups to make, whether the CloudWatch agent runs, the metrics bridge's settings."""
+    airstrip = env["airstrip"]
+    cloudwatch = dict(airstrip.get("cloudwatch") or {"enabled": False})
+    if cloudwatch["enabled"] and not cloudwatch.get("metrics_namespace"):
+        cloudwatch["metrics_namespace"] = "Airstrip/" + env["name"]
+    enabled = cloudwatch["enabled"]
+    bridge = bool(enabled or airstrip.get("prometheus"))
+    options = env["airflow_configuration_options"]
+    groups = dict((t, log_group_name(env["name"], t)) for t, c in sorted(env["logging"].items())
+                  if enabled and c["enabled"])
+    publish = enabled and str(options.get("metrics.statsd_on", "True")).lower() == "true"
+    out = {
+        "airstrip_cloudwatch": cloudwatch,
+        "airstrip_log_groups": groups,
+        "airflow_remote_task_logs": "task" in groups,
+        "cloudwatch_agent_enabled": bool(enabled and cloudwatch.get("agent")),
+        "metrics_enabled": bridge,
+        "metrics_namespace": cloudwatch["metrics_namespace"] if publish else "",
+        "metrics_prometheus": bool(airstrip.get("prometheus")),
+        "metrics_allow_list": options.get("metrics.metrics_allow_list", "") if bridge else "",
+        "metrics_block_list": options.get("metrics.metrics_block_list", "") if bridge else "",
+    }
+    return out
+
+
+# Airflow's [metrics] options the metrics bridge applies, not Airflow (MWAA's sidecar does the
+# same): Airflow always emits everything, the bridge filters what it publishes.
+BRIDGE_OPTIONS = ("metrics.statsd_on", "metrics.metrics_allow_list", "metrics.metrics_block_list")
 
 
 # Settings an inventory may set instead of the spec (they win, see settings()).
@@ -340,6 +386,19 @@ def window_errors(env, operation, now, ignore=False):
     return ["weekly_maintenance_window_start: it is %s %s UTC, outside the maintenance window %s in which update may "
             "restart the environment's components: run the update in the window, or go on now with "
             "-e airstrip_ignore_maintenance_window=true" % (DAYS[now.weekday()], now.strftime("%H:%M"), text)]
+
+
+def log_group_name(env_name, log_type):
+    """The CloudWatch log group of one log type, as MWAA names it: airflow-<env>-<Group>."""
+    return "airflow-%s-%s" % (env_name, LOG_TYPES[log_type]["group"])
+
+
+def component_log_type(component):
+    """The log type whose group receives a component's journal (None: none does)."""
+    for name, conf in LOG_TYPES.items():
+        if component in conf["units"]:
+            return name
+    return None
 
 
 def unit_journal(enabled, component):

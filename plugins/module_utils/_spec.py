@@ -94,7 +94,12 @@ SOURCE_FIELDS = frozenset(["bucket", "bucket_arn", "dag_s3_path", "plugins_s3_pa
 NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_cidr", "subnet_cidrs",
                             "availability_zones", "ui_allowed_cidrs"])
 AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region",
-                             "endpoint_url", "ec2"])
+                             "endpoint_url", "ec2", "cloudwatch", "prometheus"])
+CLOUDWATCH_FIELDS = frozenset(["enabled", "agent", "log_retention_days", "metrics_namespace", "alarms"])
+# CloudWatch Logs' allowed retention periods (days).
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                  3288, 3653)
+NAMESPACE = re.compile(r"^[A-Za-z0-9./#:_-]{1,255}$")
 EC2_FIELDS = frozenset(["ami_id", "instance_types", "key_name"])
 EC2_HOST_ROLES = ("control", "scheduler", "webserver", "worker")
 DEFAULT_VERSION = "3.3.2"
@@ -446,7 +451,68 @@ def _check_airstrip(c, section, implied_backend=None):
         out["endpoint_url"] = c.string(section, "endpoint_url", re.compile(r"^https?://[^\s/]+"),
                                        "must be an http(s) URL", prefix="airstrip.")
     out["ec2"] = _check_ec2(c, section.get("ec2"), out["target"] == "aws")
+    out["cloudwatch"] = _check_cloudwatch(c, section.get("cloudwatch"), out["target"] == "aws")
+    out["prometheus"] = c.boolean(section, "prometheus", default=False, prefix="airstrip.")
     return out
+
+
+def _check_metrics(c, env, where):
+    """With the metrics bridge (CloudWatch or Prometheus on), Airflow's StatsD goes to it, and the
+    bridge applies the user's statsd_on and allow/block lists (the model's observability()).
+    Without it, Airflow's [metrics] options are the user's (their own StatsD server)."""
+    airstrip = env["airstrip"]
+    if not ((airstrip.get("cloudwatch") or {}).get("enabled") or airstrip.get("prometheus")):
+        return
+    options = env["airflow_configuration_options"]
+    for key in sorted(options):
+        if key.startswith("metrics.") and key not in _model.BRIDGE_OPTIONS:
+            c.errors.append("%s[%r]: Airstrip points Airflow's StatsD at its metrics bridge while airstrip.cloudwatch "
+                            "or airstrip.prometheus is on; remove the option (only %s are read, by the bridge)"
+                            % (where, key, ", ".join(_model.BRIDGE_OPTIONS)))
+    statsd_on = options.get("metrics.statsd_on", "True")
+    if str(statsd_on).lower() not in ("true", "false"):
+        c.errors.append("%s['metrics.statsd_on']: must be 'True' or 'False', got %r" % (where, statsd_on))
+    for key in ("metrics.metrics_allow_list", "metrics.metrics_block_list"):
+        for pattern in (options.get(key) or "").split(","):
+            try:
+                re.compile(pattern.strip())
+            except re.error as e:
+                c.errors.append("%s[%r]: %r is not a regular expression (%s)" % (where, key, pattern, e))
+
+
+def _check_cloudwatch(c, section, on_aws):
+    """Logs and metrics in CloudWatch, as MWAA's: on by default on AWS, off elsewhere."""
+    if section is None:
+        section = {}
+    if isinstance(section, bool):
+        section = {"enabled": section}
+    if not isinstance(section, dict):
+        c.error("airstrip.cloudwatch", "must be true, false or a mapping (%s)" % ", ".join(sorted(CLOUDWATCH_FIELDS)))
+        return {"enabled": False}
+    c.unknown(section, CLOUDWATCH_FIELDS, "airstrip.cloudwatch.")
+    prefix = "airstrip.cloudwatch."
+    enabled = c.boolean(section, "enabled", default=on_aws, prefix=prefix)
+    if not enabled:
+        extra = sorted(k for k in section if k != "enabled")
+        if extra:
+            c.error(prefix + extra[0], "has no effect while CloudWatch is off: set airstrip.cloudwatch.enabled: true, "
+                    "or remove %s" % ", ".join(extra))
+        return {"enabled": False}
+    days = section.get("log_retention_days", 30)
+    if days not in RETENTION_DAYS or isinstance(days, bool):
+        c.error(prefix + "log_retention_days", "must be one of CloudWatch Logs' periods %s, got %r"
+                % (", ".join(str(d) for d in RETENTION_DAYS), days))
+    return {
+        "enabled": True,
+        # The CloudWatch agent ships the components' journals and the hosts' metrics.
+        "agent": c.boolean(section, "agent", default=True, prefix=prefix),
+        "log_retention_days": days,
+        # None: Airstrip/<environment name> (settings() fills it in).
+        "metrics_namespace": c.string(section, "metrics_namespace", NAMESPACE,
+                                      "must be a CloudWatch namespace (1-255 of letters, digits and ./#:_-) not "
+                                      "starting with AWS/", prefix=prefix),
+        "alarms": c.boolean(section, "alarms", default=True, prefix=prefix),
+    }
 
 
 def _check_database(c, database):
@@ -639,12 +705,16 @@ def normalize(doc):
         env["execution_role_arn"] = c.string(doc, "execution_role_arn", re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"),
                                              "must be an IAM role ARN")
     env["airstrip"] = _check_airstrip(c, doc.get("airstrip"), implied_backend)
+    _check_metrics(c, env, where)
     # Everything of one environment lives in one region: a key ARN must name it.
     region = env["airstrip"].get("region") or (env["source"] or {}).get("region")
     kms_region = kms.split(":")[3] if kms and kms.startswith("arn:") else None
     if region and kms_region and kms_region != region:
         c.error("kms_key",
                 "names a key in region %s, but the environment is in %s: use a key of %s" % (kms_region, region, region))
+    cloudwatch = env["airstrip"].get("cloudwatch") or {}
+    if (cloudwatch.get("metrics_namespace") or "").startswith("AWS/"):
+        c.error("airstrip.cloudwatch.metrics_namespace", "must not start with AWS/ (kept for AWS's own metrics)")
     if env["airstrip"].get("target") == "aws" and env["source"] is None:
         c.error("source", "is required when airstrip.target is aws (the DAG bucket)")
     _check_onprem(c, env)

@@ -120,7 +120,28 @@ RESOURCES = {
                            {"Name": "group-name", "Values": [f"airstrip-{ENV}"]}])["SecurityGroups"])),
     "ec2 hosts": ("In check mode, report that the EC2 hosts would be run",
                   ROLE + "ec2_hosts : Run each host of the environment", lambda url: bool(instances(url))),
+    # On by default on AWS (airstrip.cloudwatch): MWAA's five groups, the error-pattern metric filters, the alarms.
+    "log groups": (ROLE + "cloudwatch : Make the log groups", None,
+                   lambda url: sorted(log_groups(url)) == [f"airflow-{ENV}-{t}" for t in LOG_GROUP_TYPES]),
+    "metric filters": (ROLE + "cloudwatch : Count MWAA's error patterns in the logs", None,
+                       lambda url: len(metric_filters(url)) == 6),
+    "alarms": (ROLE + "cloudwatch : Alarms on the environment's health", None, lambda url: len(alarms(url)) == 3),
 }
+LOG_GROUP_TYPES = ("DAGProcessing", "Scheduler", "Task", "WebServer", "Worker")
+
+
+def log_groups(moto_url, env=ENV):
+    return {g["logGroupName"]: g for g in aws(moto_url, "logs").describe_log_groups(
+        logGroupNamePrefix=f"airflow-{env}-")["logGroups"]}
+
+
+def metric_filters(moto_url, env=ENV):
+    logs = aws(moto_url, "logs")
+    return [f for g in log_groups(moto_url, env) for f in logs.describe_metric_filters(logGroupName=g)["metricFilters"]]
+
+
+def alarms(moto_url, env=ENV):
+    return aws(moto_url, "cloudwatch").describe_alarms(AlarmNamePrefix=f"airstrip-{env}-")["MetricAlarms"]
 
 
 def four_runs(moto_url, spec_file, exists):
@@ -200,6 +221,38 @@ def test_ec2_hosts_in_the_vpc_with_the_profile_and_encrypted_volumes(moto_url, r
     assert {(v["Encrypted"], v.get("KmsKeyId"), v["Size"], v["VolumeType"]) for v in volumes} == {(True, key, 30, "gp3")}
 
 
+def test_log_groups_keep_30_days_encrypted_with_the_key_and_tagged(moto_url, runs):
+    key = aws(moto_url, "kms").describe_key(KeyId=f"alias/airstrip-{ENV}")["KeyMetadata"]["Arn"]
+    logs = aws(moto_url, "logs")
+    for name, group in log_groups(moto_url).items():
+        assert (group.get("retentionInDays"), group.get("kmsKeyId")) == (30, key), name
+        assert logs.list_tags_log_group(logGroupName=name)["tags"] == {"airstrip:environment": ENV, "team": "platform"}
+
+
+def test_metric_filters_count_mwaa_error_patterns_and_alarms_watch_the_metrics(moto_url, runs):
+    filters = {f["filterName"]: f for f in metric_filters(moto_url)}
+    assert filters["DagImportTimeout"]["logGroupName"] == f"airflow-{ENV}-DAGProcessing"
+    assert filters["TaskTimeout"]["logGroupName"] == f"airflow-{ENV}-Task"
+    assert {t["metricNamespace"] for f in filters.values() for t in f["metricTransformations"]} == {f"Airstrip/{ENV}"}
+    by_name = {a["AlarmName"]: a for a in alarms(moto_url)}
+    heartbeat = by_name[f"airstrip-{ENV}-scheduler-heartbeat"]
+    assert (heartbeat["MetricName"], heartbeat["Statistic"], heartbeat["Period"] * heartbeat["EvaluationPeriods"]) == \
+        ("SchedulerHeartbeat", "Sum", 300)
+    assert {d["Name"]: d["Value"] for d in heartbeat["Dimensions"]} == {"Environment": ENV, "Function": "Scheduler"}
+    # Queued above capacity: max_workers 2 x mw1.small's 5 slots.
+    queued = by_name[f"airstrip-{ENV}-queued-tasks"]
+    assert (queued["Threshold"], queued["Period"] * queued["EvaluationPeriods"]) == (10.0, 600)
+
+
+def test_the_policy_lets_task_logs_find_their_group_and_metrics_in_the_namespace(moto_url, runs):
+    iam = aws(moto_url, "iam")
+    doc = iam.get_role_policy(RoleName=f"airstrip-{ENV}-execution", PolicyName=f"airstrip-{ENV}")["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    sids = {s["Sid"]: s for s in doc["Statement"]}
+    assert sids["FindTheEnvironmentLogGroups"]["Action"] == "logs:DescribeLogGroups"
+    assert sids["WriteTheEnvironmentMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": f"Airstrip/{ENV}"}}
+
+
 def test_the_key_policy_names_the_execution_role(moto_url, runs):
     role_arn = aws(moto_url, "iam").get_role(RoleName=f"airstrip-{ENV}-execution")["Role"]["Arn"]
     assert key_policy_roles(moto_url, ENV) == [role_arn]
@@ -259,6 +312,8 @@ def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(m
     assert any(":vpc/" in a for a in before) and any(":role/" in a for a in before), "\n".join(before)
 
     playbook(*delete)
+    assert alarms(moto_url) == []
+    assert len(log_groups(moto_url)) == 5  # the logs are data
     left = tagged(moto_url)
     assert "bucket " + SPEC["source"]["bucket"] in left and f"alias/airstrip-{ENV}" in left, left
     assert not [a for a in left if ":ec2:" in a or ":iam:" in a], left
@@ -266,6 +321,7 @@ def test_delete_keeps_the_bucket_and_key_unless_told_and_leaves_nothing_tagged(m
     assert len(secret_values(moto_url)) == 6  # kept with the data
 
     playbook(*delete, "-e", "airstrip_delete_data=true")
+    assert log_groups(moto_url) == {}
     assert tagged(moto_url) == []
     assert secret_values(moto_url) == {}
     assert not aws(moto_url, "ec2").describe_vpcs(Filters=[{"Name": "tag:airstrip:environment", "Values": [ENV]}])["Vpcs"]
