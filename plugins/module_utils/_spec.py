@@ -461,9 +461,15 @@ def _check_metrics(c, env, where):
     bridge applies the user's statsd_on and allow/block lists (the model's observability()).
     Without it, Airflow's [metrics] options are the user's (their own StatsD server)."""
     airstrip = env["airstrip"]
+    options = env["airflow_configuration_options"]
+    if (airstrip.get("cloudwatch") or {}).get("enabled"):
+        for key in sorted(options):
+            if key in ("logging.remote_logging", "logging.remote_base_log_folder", "logging.remote_log_conn_id"):
+                c.errors.append("%s[%r]: Airstrip streams the task logs to CloudWatch (airflow-<env>-Task) while "
+                                "airstrip.cloudwatch is on; remove the option, or turn airstrip.cloudwatch off to "
+                                "set remote logging yourself" % (where, key))
     if not ((airstrip.get("cloudwatch") or {}).get("enabled") or airstrip.get("prometheus")):
         return
-    options = env["airflow_configuration_options"]
     for key in sorted(options):
         if key.startswith("metrics.") and key not in _model.BRIDGE_OPTIONS:
             c.errors.append("%s[%r]: Airstrip points Airflow's StatsD at its metrics bridge while airstrip.cloudwatch "

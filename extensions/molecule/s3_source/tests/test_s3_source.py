@@ -9,6 +9,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -188,6 +189,69 @@ def test_dag_deleted_from_s3_leaves_every_host():
         wait_for(f"the deleted DAG to leave {name}",
                  lambda h=host(name): not h.file(f"{DAGS}/team/s3_uploaded.py").exists, timeout=60, every=1)
         assert host(name).file(f"{DAGS}/s3_hello.py").exists
+
+
+ENDPOINT = yaml.safe_load(SPEC.read_text())["airstrip"]["endpoint_url"]
+NAMESPACE = f"Airstrip/{scenario.ENV_NAME}"
+
+
+def aws(service):
+    return boto3.client(service, endpoint_url=ENDPOINT, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_log_groups_of_the_environment_in_cloudwatch():
+    groups = {g["logGroupName"]: g for g in aws("logs").describe_log_groups(
+        logGroupNamePrefix=f"airflow-{scenario.ENV_NAME}-")["logGroups"]}
+    assert sorted(groups) == [f"airflow-{scenario.ENV_NAME}-{t}"
+                              for t in ("DAGProcessing", "Scheduler", "Task", "WebServer", "Worker")]
+    assert {g["retentionInDays"] for g in groups.values()} == {7}
+
+
+def test_task_log_is_in_cloudwatch_and_readable_after_the_worker_stops():
+    """The task's log streams to airflow-<env>-Task under the task's path (MWAA's stream name), and
+    the REST API reads it from there while the worker that ran it is stopped."""
+    api = login()
+    run_id = run_dag(api, "s3_hello")
+    stream = f"dag_id=s3_hello/run_id={run_id}/task_id=year/attempt=1.log".replace(":", "_")
+    group = f"airflow-{scenario.ENV_NAME}-Task"
+    events = wait_for("the task log in CloudWatch", lambda: aws("logs").get_log_events(
+        logGroupName=group, logStreamName=stream, startFromHead=True)["events"], timeout=60, every=2)
+    lines = [json.loads(e["message"]).get("event", "") if e["message"].startswith("{") else e["message"]
+             for e in events]
+    line = next(x for x in lines if len(x) > 10)
+    worker = host("worker")
+    worker.check_output("systemctl stop airflow-celery-worker")
+    try:
+        req = urllib.request.Request(f"{api.base}/api/v2/dags/s3_hello/dagRuns/{run_id}/taskInstances/year/logs/1",
+                                     headers={"Authorization": f"Bearer {api.token}", "Accept": "text/plain"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read().decode(errors="replace")
+        assert line in text and f"log_group: {group}" in text, (line, text)
+    finally:
+        worker.check_output("systemctl start airflow-celery-worker")
+
+
+def metric_names():
+    metrics = aws("cloudwatch").list_metrics(Namespace=NAMESPACE)["Metrics"]
+    return {m["MetricName"] for m in metrics
+            if {"Name": "Environment", "Value": scenario.ENV_NAME} in m["Dimensions"]}
+
+
+def test_mwaa_metrics_reach_cloudwatch_with_the_environment_dimension():
+    wanted = {"QueuedTasks", "RunningTasks", "SchedulerHeartbeat", "TotalParseTime"}
+    names = wait_for("MWAA's metrics in CloudWatch", lambda: metric_names() >= wanted and metric_names(),
+                     timeout=120, every=5)
+    # The spec's metrics.metrics_block_list (^pool\.), applied by the bridge.
+    assert not {n for n in names if n.startswith("Pool")}, names
+
+
+def test_prometheus_endpoint_answers_the_members_only():
+    control = RUNNER.get_variables("control")["ansible_host"]
+    text = host("worker").check_output(f"curl -sf http://{control}:9102/metrics")
+    assert "airflow_scheduler_heartbeat" in text and 'environment="%s"' % scenario.ENV_NAME in text, text[:2000]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{control}:9102/metrics", timeout=5)
 
 
 def test_rerun_changes_nothing_but_the_operation_records():

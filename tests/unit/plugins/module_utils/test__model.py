@@ -88,6 +88,42 @@ EFFECTS = {
     "weekly_maintenance_window_start": ({"weekly_maintenance_window_start": "SUN:03:30"},
                                         {"airstrip_environment": {"weekly_maintenance_window_start": "SUN:03:30"}}),
     "ec2": ({"airstrip": AWS, "source": SOURCE}, {"airstrip_environment": {"airstrip": {"ec2": {"ami_id": "ami-0123abcd"}}}}),
+    "cloudwatch off by default on own hosts": ({}, {"airstrip_log_groups": {}, "airflow_remote_task_logs": False,
+                                                    "cloudwatch_agent_enabled": False, "metrics_enabled": False}),
+    "cloudwatch on by default on AWS": ({"airstrip": AWS, "source": SOURCE},
+                                        {"airstrip_log_groups": {"dag_processing": "airflow-prod-DAGProcessing",
+                                                                 "scheduler": "airflow-prod-Scheduler",
+                                                                 "task": "airflow-prod-Task",
+                                                                 "webserver": "airflow-prod-WebServer",
+                                                                 "worker": "airflow-prod-Worker"},
+                                         "airflow_remote_task_logs": True, "cloudwatch_agent_enabled": True,
+                                         "metrics_enabled": True, "metrics_namespace": "Airstrip/prod",
+                                         "airstrip_cloudwatch": {"log_retention_days": 30, "alarms": True}}),
+    "cloudwatch on own hosts, a disabled log type has no group": (
+        {"airstrip": {"cloudwatch": {"enabled": True, "agent": False, "log_retention_days": 7, "alarms": False,
+                                     "metrics_namespace": "Team/airflow"}},
+         "logging": {"webserver": {"enabled": False}}},
+        {"airstrip_log_groups": {"dag_processing": "airflow-prod-DAGProcessing", "scheduler": "airflow-prod-Scheduler",
+                                 "task": "airflow-prod-Task", "worker": "airflow-prod-Worker"},
+         "cloudwatch_agent_enabled": False, "metrics_namespace": "Team/airflow",
+         "airstrip_cloudwatch": {"log_retention_days": 7, "alarms": False}}),
+    "cloudwatch: true": ({"airstrip": {"cloudwatch": True}}, {"airflow_remote_task_logs": True}),
+    "prometheus alone": ({"airstrip": {"prometheus": True}},
+                         {"metrics_enabled": True, "metrics_prometheus": True, "metrics_namespace": "",
+                          "airstrip_log_groups": {}}),
+    "metrics lists go to the bridge, not Airflow": (
+        {"airstrip": {"cloudwatch": True},
+         "airflow_configuration_options": {"metrics.metrics_block_list": "pool,ti\\.", "metrics.statsd_on": "True"}},
+        {"metrics_block_list": "pool,ti\\.", "metrics_allow_list": "",
+         "airflow_config_options": {"dag_processor.parsing_processes": "1"}}),
+    "statsd_on False publishes nothing": ({"airstrip": {"cloudwatch": True},
+                                           "airflow_configuration_options": {"metrics.statsd_on": "False"}},
+                                          {"metrics_namespace": "", "metrics_enabled": True}),
+    "metrics options are Airflow's without the bridge": (
+        {"airflow_configuration_options": {"metrics.statsd_on": "True", "metrics.statsd_host": "statsd.internal"}},
+        {"metrics_enabled": False, "airflow_config_options": {"metrics.statsd_on": "True",
+                                                              "metrics.statsd_host": "statsd.internal",
+                                                              "dag_processor.parsing_processes": "1"}}),
 }
 
 
@@ -95,7 +131,8 @@ def subset(expected, actual, path=""):
     for key, value in expected.items():
         assert key in actual, "%s%s missing" % (path, key)
         if isinstance(value, dict) and key not in ("airflow_config_options", "airflow_log_levels", "airflow_log_enabled",
-                                                   "airflow_s3_source", "firewall_ui_allowed_cidrs"):
+                                                   "airflow_s3_source", "firewall_ui_allowed_cidrs",
+                                                   "airstrip_log_groups"):
             subset(value, actual[key], path + key + ".")
         else:
             assert actual[key] == value, "%s%s: %r != %r" % (path, key, actual[key], value)
@@ -116,6 +153,21 @@ REFUSALS = {
     "endpoint_management CUSTOMER": ({"endpoint_management": "CUSTOMER"},
                                      "endpoint_management: CUSTOMER is not supported yet"),
     "task logs off": ({"logging": {"task": {"enabled": False}}}, "logging.task.enabled: false is not supported"),
+    "cloudwatch fields while off": ({"airstrip": {"cloudwatch": {"enabled": False, "alarms": True}}},
+                                    "airstrip.cloudwatch.alarms: has no effect while CloudWatch is off"),
+    "cloudwatch retention": ({"airstrip": {"cloudwatch": {"enabled": True, "log_retention_days": 10}}},
+                             "airstrip.cloudwatch.log_retention_days: must be one of CloudWatch Logs' periods"),
+    "cloudwatch AWS/ namespace": ({"airstrip": {"cloudwatch": {"enabled": True, "metrics_namespace": "AWS/MWAA"}}},
+                                  "airstrip.cloudwatch.metrics_namespace: must not start with AWS/"),
+    "statsd_host with the bridge": ({"airstrip": {"prometheus": True},
+                                     "airflow_configuration_options": {"metrics.statsd_host": "10.0.0.1"}},
+                                    "airflow_configuration_options['metrics.statsd_host']: Airstrip points Airflow's"),
+    "bad block list": ({"airstrip": {"cloudwatch": True},
+                        "airflow_configuration_options": {"metrics.metrics_block_list": "pool,(ti"}},
+                       "airflow_configuration_options['metrics.metrics_block_list']: '(ti' is not a regular"),
+    "remote logging with CloudWatch": ({"airstrip": {"cloudwatch": True},
+                                        "airflow_configuration_options": {"logging.remote_logging": "True"}},
+                                       "airflow_configuration_options['logging.remote_logging']: Airstrip streams"),
     "worker logs off": ({"logging": {"worker": {"enabled": False}}}, "logging.worker.enabled: false is not supported"),
     "vpc_id": ({"network": {"vpc_id": "vpc-0123abcd"}, "airstrip": AWS, "source": SOURCE},
                "network.vpc_id: is not supported yet"),
