@@ -1,6 +1,7 @@
 """The README's main job: a complete local Airflow environment on three local test hosts.
 
-  local_env.py up [ENV]    hosts + emulated AWS + playbooks/site.yml, then where the UI is
+  local_env.py up [ENV]    hosts + emulated AWS + the create playbook with local/ENV/environment.yml,
+                           then where the UI, the logs and the metrics are
   local_env.py down [ENV]  remove the hosts, their network and the emulated AWS
 """
 
@@ -36,6 +37,18 @@ def seed_bucket(endpoint: str, bucket: str) -> None:
             s3.put_object(Bucket=bucket, Key=key, Body=dag.read_bytes())
 
 
+def spec(env: str, bucket: str, endpoint: str) -> dict:
+    """The local environment's spec: one host of each kind, DAGs from the emulated S3, logs and
+    metrics in the emulated CloudWatch (the agent off: its package is not to be had here)."""
+    return {
+        "name": env,
+        "min_workers": 1, "max_workers": 1, "schedulers": 1, "min_webservers": 1, "max_webservers": 1,
+        "source": {"bucket": bucket, "dag_s3_path": "dags", "endpoint_url": endpoint, "region": "us-east-1"},
+        "airstrip": {"endpoint_url": endpoint, "region": "us-east-1",
+                     "cloudwatch": {"enabled": True, "agent": False}, "prometheus": True},
+    }
+
+
 def main(argv: list[str]) -> int:
     action = argv[0] if argv else "up"
     env = argv[1] if len(argv) > 1 else "local"
@@ -53,18 +66,20 @@ def main(argv: list[str]) -> int:
     endpoint = inv["vars"]["airstrip_test_aws_endpoint"]
     bucket = "airstrip-" + env.lower().replace("_", "-")
     seed_bucket(endpoint, bucket)
-    settings = {"airstrip_env_name": env, "dag_sync_bucket": bucket, "dag_sync_prefix": "dags",
-                "dag_sync_endpoint_url": endpoint, "dag_sync_region": "us-east-1",
-                # the emulated AWS takes any key
-                "airstrip_s3_access_key": "testing", "airstrip_s3_secret_key": "testing"}
+    spec_file = inventory.parent / "environment.yml"
+    spec_file.write_text(json.dumps(spec(env, bucket, endpoint), indent=2) + "\n")
+    # The emulated AWS takes any key.
+    keys = {"airstrip_s3_access_key": "testing", "airstrip_s3_secret_key": "testing",
+            "airstrip_aws_access_key": "testing", "airstrip_aws_secret_key": "testing"}
     playbook = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-                str(ROOT / "playbooks" / "site.yml"), "-e", json.dumps(settings)]
+                str(ROOT / "playbooks" / "create.yml"), "-e", f"airstrip_spec_file={spec_file}", "-e", json.dumps(keys)]
     rc = subprocess.call(playbook, cwd=ROOT, env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
     if rc:
         print(f"\nThe deploy failed (exit {rc}); the messages above name the problem. "
               f"Run 'make up' again once it is fixed: it resumes where it stopped.", file=sys.stderr)
         return rc
     web = inv["hosts"]["web"]["ansible_host"]
+    control = inv["hosts"]["control"]["ansible_host"]
     secrets = Path.home() / ".airstrip" / env / "secrets.yml"
     vault_view = f"{Path(sys.executable).parent / 'ansible-vault'} view {secrets}"
     print(f"""
@@ -77,6 +92,16 @@ Airflow is up ({env}): control, web and worker hosts on docker network airstrip-
   DAGs:            upload to s3://{bucket}/dags/ there; every DAG host has them within seconds, e.g.
                    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {endpoint} \\
                      s3 cp my_dag.py s3://{bucket}/dags/
+  task logs:       in the emulated CloudWatch, group airflow-{env}-Task (the UI reads them from there):
+                   ... aws --endpoint-url {endpoint} --region us-east-1 logs describe-log-streams \\
+                     --log-group-name airflow-{env}-Task
+  metrics:         MWAA's names in namespace Airstrip/{env} (published every minute):
+                   ... aws --endpoint-url {endpoint} --region us-east-1 cloudwatch list-metrics \\
+                     --namespace Airstrip/{env}
+                   and as Prometheus text from the environment's hosts: curl http://{control}:9102/metrics
+  component logs:  journalctl -u 'airflow-*' on each host (the CloudWatch agent, which ships them to
+                   airflow-{env}-Scheduler etc., needs its package: see the README, "Logs and metrics")
+  spec:            {spec_file}
   inventory:       {inventory}
   SSH to a host:   ssh -i {inv['vars']['ansible_ssh_private_key_file']} root@{web}
 Tear it down with: make down""")

@@ -96,6 +96,7 @@ def env_vpcs(moto_url, env=ENV):
 
 
 ROLE = "airstrip.airflow."
+LOG_GROUP_TYPES = ("DAGProcessing", "Scheduler", "Task", "WebServer", "Worker")
 # Each resource of the AWS side: the task that reports it in check mode and the one that makes
 # it (the same unless its module has no check mode), and whether it is there.
 RESOURCES = {
@@ -127,7 +128,6 @@ RESOURCES = {
                        lambda url: len(metric_filters(url)) == 6),
     "alarms": (ROLE + "cloudwatch : Alarms on the environment's health", None, lambda url: len(alarms(url)) == 3),
 }
-LOG_GROUP_TYPES = ("DAGProcessing", "Scheduler", "Task", "WebServer", "Worker")
 
 
 def log_groups(moto_url, env=ENV):
