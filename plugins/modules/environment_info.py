@@ -54,6 +54,12 @@ options:
         the environment unavailable, as Airflow keeps running the DAGs it has.
     type: dict
     default: {}
+  metrics:
+    description:
+      - "The metrics bridge's status on each host that runs one, as C({host: status}) (its
+        C(/run/airstrip-metrics/status.json))."
+    type: dict
+    default: {}
   timeout:
     description: Seconds to wait for the health endpoint's answer.
     type: int
@@ -114,6 +120,18 @@ environment:
       description: Per host running the DAG sync agent, whether its last sync worked, its error, and when it last worked.
       type: dict
       sample: {worker1: {healthy: false, error: "cannot list s3://b/dags/ (AccessDenied: Access Denied)", last_success: 1795000000.0, files: 12}}
+    logging:
+      description:
+        - Where the logs go, as MWAA's LoggingConfiguration, from the last operation's record; the CloudWatch log
+          group of each log type that has one (none while C(airstrip.cloudwatch) is off).
+      type: dict
+      sample: {log_groups: {task: airflow-prod-Task, scheduler: airflow-prod-Scheduler}}
+    metrics:
+      description:
+        - Where the metrics go, the namespace (empty, none to CloudWatch), and per host running the metrics
+          bridge whether its last delivery worked, its Prometheus address, how many values it has sent.
+      type: dict
+      sample: {namespace: Airstrip/prod, hosts: {control: {healthy: true, prometheus: "0.0.0.0:9102", datums_sent: 420}}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -143,6 +161,7 @@ def main():
             records=dict(type="list", elements="dict", default=[]),
             services=dict(type="dict", default={}),
             dag_sync=dict(type="dict", default={}),
+            metrics=dict(type="dict", default={}),
             timeout=dict(type="int", default=10),
             validate_certs=dict(type="bool", default=True),
         ),
@@ -166,6 +185,11 @@ def main():
         unhealthy=unhealthy if installed else [],
         dag_sync=dict((h, dict((k, st.get(k)) for k in ("healthy", "error", "last_success", "files", "bucket", "prefix")))
                       for h, st in module.params["dag_sync"].items() if isinstance(st, dict)),
+        logging=dict(log_groups=(op or {}).get("log_groups") or {}),
+        metrics=dict(namespace=(op or {}).get("metrics_namespace") or "",
+                     hosts=dict((h, dict((k, st.get(k)) for k in ("healthy", "last_error", "last_flush", "datums_sent",
+                                                                  "prometheus", "namespace")))
+                                for h, st in module.params["metrics"].items() if isinstance(st, dict))),
     )
     if environment["status"] == NOT_FOUND and not module.params["missing_ok"]:
         module.fail_json(msg=not_found_message(module.params["name"], services), environment=environment)

@@ -87,6 +87,12 @@ def test_info_reports_each_agent():
     for name, status in env["dag_sync"].items():
         assert status["healthy"] is True and status["error"] is None and status["files"] == 1, (name, status)
         assert (status["bucket"], status["prefix"]) == (BUCKET, "dags/")
+    # Where the logs and metrics go: the log groups (the record), the bridge on every Airflow host.
+    name = scenario.ENV_NAME
+    assert env["logging"]["log_groups"]["task"] == f"airflow-{name}-Task", env["logging"]
+    assert env["metrics"]["namespace"] == f"Airstrip/{name}"
+    assert sorted(env["metrics"]["hosts"]) == DAG_HOSTS, env["metrics"]
+    assert all(h["prometheus"] and h["namespace"] == f"Airstrip/{name}" for h in env["metrics"]["hosts"].values())
 
 
 def test_startup_script_ran_before_each_component():
