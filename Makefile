@@ -17,7 +17,7 @@ LOCAL_ENV ?= local
 # yours if set, else one made once for this machine.
 export ANSIBLE_VAULT_PASSWORD_FILE ?= $(HOME)/.airstrip/vault-password
 
-.PHONY: help venv up down test lint sanity unit integration molecule build bench-deploy bench-sync
+.PHONY: help venv up down test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs
 
 help:
 	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
@@ -71,3 +71,6 @@ bench-deploy: venv
 
 bench-sync: venv
 	$(BIN)/python bench/s3_sync.py
+
+bench-logs: venv
+	$(BIN)/python bench/cloudwatch_logs.py
