@@ -102,10 +102,13 @@ def main() -> None:
         (ti,) = api.call("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
         ended = datetime.datetime.fromisoformat(ti["end_date"].replace("Z", "+00:00")).timestamp()
         stream = f"dag_id={DAG}/run_id={run_id}/task_id={ti['task_id']}/attempt={ti['try_number']}.log".replace(":", "_")
-        # The stream is complete once it stops growing for 2 s after the task's end.
-        seen, stable_since = -1, time.monotonic()
-        while time.monotonic() - stable_since < 2:
-            events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+        # The stream is complete once it exists and stops growing for 2 s.
+        seen, stable_since, events = -1, time.monotonic(), []
+        while not events or time.monotonic() - stable_since < 2:
+            try:
+                events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+            except logs.exceptions.ResourceNotFoundException:  # not sent yet
+                events = []
             if len(events) != seen:
                 seen, stable_since = len(events), time.monotonic()
             time.sleep(0.2)

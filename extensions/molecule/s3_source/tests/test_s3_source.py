@@ -221,8 +221,14 @@ def test_task_log_is_in_cloudwatch_and_readable_after_the_worker_stops():
     run_id = run_dag(api, "s3_hello")
     stream = f"dag_id=s3_hello/run_id={run_id}/task_id=year/attempt=1.log".replace(":", "_")
     group = f"airflow-{scenario.ENV_NAME}-Task"
-    events = wait_for("the task log in CloudWatch", lambda: aws("logs").get_log_events(
-        logGroupName=group, logStreamName=stream, startFromHead=True)["events"], timeout=60, every=2)
+    def events_so_far():
+        # The handler sends from its own thread: the stream may not exist yet when the run ends.
+        try:
+            return aws("logs").get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+        except aws("logs").exceptions.ResourceNotFoundException:
+            return None
+
+    events = wait_for("the task log in CloudWatch", events_so_far, timeout=60, every=2)
     lines = [json.loads(e["message"]).get("event", "") if e["message"].startswith("{") else e["message"]
              for e in events]
     line = next(x for x in lines if len(x) > 10)
