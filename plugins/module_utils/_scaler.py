@@ -166,7 +166,7 @@ def classify(worker, now, config):
         if is_busy(worker):
             return "busy"
         started = worker.get("started_at")
-        if False:
+        if started is not None and now - started < warmup:
             return "warming"
         return "idle"
     if state == "starting":
@@ -189,7 +189,7 @@ def _best_cover(types, want, max_hosts):
     hosts, at most max_hosts; types: {queue set: ([hosts, best first], [their tier ranks])}.
     Lexicographic goal: the least shortfall, then the fewest hosts, then the best-ranked hosts
     (the least churn). None when there are too many combinations to try them all."""
-    keys = sorted(types, key=lambda k: sorted(k))
+    keys = sorted(types, key=sorted)
     ranges = [range(len(types[k][0]) + 1) for k in keys]
     combinations = 1
     for r in ranges:
@@ -443,7 +443,10 @@ def _connect(url):
     try:
         import psycopg2 as driver
     except ImportError:  # Airflow's postgres extra brings psycopg2; psycopg 3 is the fallback
-        import psycopg as driver
+        try:
+            import psycopg as driver
+        except ImportError:
+            raise ImportError("neither psycopg2 nor psycopg is installed: run the scaler with Airflow's virtualenv")
     conn = driver.connect(libpq_url(url), connect_timeout=5, application_name="airstrip-scaler")
     conn.autocommit = True
     return conn

@@ -99,7 +99,8 @@ def redis_server_binary():
         pytest.skip("redis-server is missing and this is not Debian: install Redis's server")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], env=env, capture_output=True, text=True)
+    done = subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], env=env, capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         pytest.fail("apt-get install redis-server failed: %s" % done.stderr[-500:])
     return shutil.which("redis-server") or "/usr/bin/redis-server"

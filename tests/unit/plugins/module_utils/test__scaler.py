@@ -42,7 +42,7 @@ def starts(decision):
 # ---------------------------------------------------------------------------------------------
 # Strategies: a small fleet of hosts over up to three queue sets, any states, any demand.
 
-QUEUE_SETS = [("default",), ("default",), ("etl",), ("default", "etl")]
+QUEUE_SETS = (("default",), ("default",), ("etl",), ("default", "etl"))
 
 
 @st.composite
