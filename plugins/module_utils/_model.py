@@ -39,6 +39,9 @@ PORTS = {
 # warm shutdown finishes its running tasks first); sections: the configuration sections only
 # it (and the others listing them) reads, so that an option restarts only its readers;
 # health: its key in /api/v2/monitor/health; dags: it reads the DAG files (runs the sync agent).
+# A Celery worker's stop waits up to 12 hours for its running tasks (MWAA's graceful limit);
+# the broker redelivers a task only after a day (BROKER_VISIBILITY_TIMEOUT), so a task is
+# never run twice while its worker drains.
 COMPONENTS = {
     "scheduler": {"group": "airflow_scheduler", "command": "scheduler", "stop_timeout": 60,
                   "sections": ["scheduler", "celery", "celery_broker_transport_options"],
@@ -50,11 +53,12 @@ COMPONENTS = {
     # The metadatabase has no unit of its own: the api-server is what fails to reach it.
     "api-server": {"group": "airflow_webserver", "command": "api-server", "stop_timeout": 60,
                    "sections": ["api", "webserver", "fab"], "health": "metadatabase", "dags": False},
-    "celery-worker": {"group": "airflow_worker", "command": "celery worker", "stop_timeout": 3600,
+    "celery-worker": {"group": "airflow_worker", "command": "celery worker", "stop_timeout": 43200,
                       "sections": ["celery", "celery_broker_transport_options", "operators", "sensors"],
                       "health": None, "dags": True},
 }
 COMPONENT_NAMES = tuple(COMPONENTS)
+BROKER_VISIBILITY_TIMEOUT = 86400
 for _name, _c in COMPONENTS.items():
     _c["unit"] = "airflow-" + _name
 # Sections every component reads although it is not listed above (api_auth: the JWT secret).
@@ -301,6 +305,13 @@ def settings(env, variables=None):
                                           (["0.0.0.0/0"] if env["webserver_access_mode"] == "PUBLIC_ONLY" else [])),
     }
     out.update(observability(env))
+    scaling = env["airstrip"].get("scaling") or {"enabled": False}
+    out.update({
+        # The scaler starts and stops the workers between min_workers and max_workers; the
+        # playbooks then set only the first deploy's state (min_workers running).
+        "airflow_worker_scaling": scaling["enabled"],
+        "scaling_target_utilization": scaling.get("target_utilization", 1.0),
+    })
     if out["metrics_enabled"]:
         # The bridge reads these; Airflow always emits everything to it, as MWAA's does.
         out["airflow_config_options"] = dict((k, v) for k, v in out["airflow_config_options"].items()
@@ -423,6 +434,7 @@ def lookup(name):
         "host_roles": HOST_ROLES,
         "log_types": LOG_TYPES,
         "owned_options": OWNED_OPTIONS,
+        "broker_visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
     }
     if name not in tables:
         raise KeyError("the model has no table %r: use one of %s" % (name, ", ".join(sorted(tables))))

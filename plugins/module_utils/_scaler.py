@@ -1059,6 +1059,19 @@ def parse_roster(items, path=None):
     return roster
 
 
+def airflow_urls(path):
+    """(database URL, broker URL) from an airflow.cfg (Airflow's own, so that no other file holds
+    the passwords); Airflow writes a literal % as %%."""
+    try:
+        from configparser import ConfigParser
+    except ImportError:  # pragma: no cover - Python 2 sanity only
+        from ConfigParser import ConfigParser
+    parser = ConfigParser()
+    if not parser.read(path):
+        raise ValueError("cannot read %s" % path)
+    return parser.get("database", "sql_alchemy_conn"), parser.get("celery", "broker_url")
+
+
 def main(argv=None):
     import argparse
 
@@ -1067,6 +1080,8 @@ def main(argv=None):
     sub.required = True
     s = sub.add_parser("scaler", help="decide the worker count (on the scheduler hosts; one leads)")
     s.add_argument("--environment", required=True)
+    s.add_argument("--airflow-config", default=None,
+                   help="read the database and broker URLs from this airflow.cfg (instead of the options below)")
     s.add_argument("--database-url", default=None, help="default: $AIRSTRIP_DATABASE_URL (keeps the password out of ps)")
     s.add_argument("--redis-url", default=None, help="default: $AIRSTRIP_REDIS_URL")
     s.add_argument("--min-workers", type=int, required=True)
@@ -1087,6 +1102,8 @@ def main(argv=None):
     s.add_argument("--once", action="store_true", help="one tick, then exit")
     g = sub.add_parser("gate", help="obey the desired state (on each worker host)")
     g.add_argument("--environment", required=True)
+    g.add_argument("--airflow-config", default=None,
+                   help="read the broker URL (also the Redis URL) from this airflow.cfg")
     g.add_argument("--redis-url", default=None, help="default: $AIRSTRIP_REDIS_URL")
     g.add_argument("--broker-url", default=None, help="Celery's broker; default: $AIRSTRIP_BROKER_URL, then the Redis URL")
     g.add_argument("--host", required=True, help="this host's field in the hash (as the scaler names it)")
@@ -1102,12 +1119,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.interval <= 0:
         parser.error("--interval must be more than 0 seconds")
-    redis_url = args.redis_url or os.environ.get("AIRSTRIP_REDIS_URL")
+    from_config = (None, None)
+    if args.airflow_config:
+        try:
+            from_config = airflow_urls(args.airflow_config)
+        except Exception as e:  # configparser's errors have no common base here
+            parser.error("--airflow-config %s: %s" % (args.airflow_config, e))
+    redis_url = args.redis_url or os.environ.get("AIRSTRIP_REDIS_URL") or from_config[1]
     if not redis_url:
         parser.error("--redis-url or $AIRSTRIP_REDIS_URL is required")
 
     if args.command == "scaler":
-        database_url = args.database_url or os.environ.get("AIRSTRIP_DATABASE_URL")
+        database_url = args.database_url or os.environ.get("AIRSTRIP_DATABASE_URL") or from_config[0]
         if not database_url:
             parser.error("--database-url or $AIRSTRIP_DATABASE_URL is required")
         config = {"min_workers": args.min_workers, "max_workers": args.max_workers, "concurrency": args.concurrency,

@@ -94,7 +94,8 @@ SOURCE_FIELDS = frozenset(["bucket", "bucket_arn", "dag_s3_path", "plugins_s3_pa
 NETWORK_FIELDS = frozenset(["subnet_ids", "security_group_ids", "vpc_id", "vpc_cidr", "subnet_cidrs",
                             "availability_zones", "ui_allowed_cidrs"])
 AIRSTRIP_FIELDS = frozenset(["target", "hosts", "broker", "database", "secrets_backend", "worker_queues", "region",
-                             "endpoint_url", "ec2", "cloudwatch", "prometheus"])
+                             "endpoint_url", "ec2", "cloudwatch", "prometheus", "scaling"])
+SCALING_FIELDS = frozenset(["enabled", "target_utilization"])
 CLOUDWATCH_FIELDS = frozenset(["enabled", "agent", "log_retention_days", "metrics_namespace", "alarms"])
 # CloudWatch Logs' allowed retention periods (days).
 RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
@@ -453,7 +454,32 @@ def _check_airstrip(c, section, implied_backend=None):
     out["ec2"] = _check_ec2(c, section.get("ec2"), out["target"] == "aws")
     out["cloudwatch"] = _check_cloudwatch(c, section.get("cloudwatch"), out["target"] == "aws")
     out["prometheus"] = c.boolean(section, "prometheus", default=False, prefix="airstrip.")
+    out["scaling"] = _check_scaling(c, section.get("scaling"))
     return out
+
+
+def _check_scaling(c, section):
+    """Worker scaling between min_workers and max_workers from the tasks queued and running."""
+    if section is None:
+        section = {}
+    if isinstance(section, bool):
+        section = {"enabled": section}
+    if not isinstance(section, dict):
+        c.error("airstrip.scaling", "must be true, false or a mapping (enabled, target_utilization)")
+        return {"enabled": False}
+    c.unknown(section, SCALING_FIELDS, "airstrip.scaling.")
+    enabled = c.boolean(section, "enabled", default=False, prefix="airstrip.scaling.")
+    if not enabled:
+        if "target_utilization" in section:
+            c.error("airstrip.scaling.target_utilization", "has no effect while scaling is off: set "
+                    "airstrip.scaling.enabled: true, or remove it")
+        return {"enabled": False}
+    target = section.get("target_utilization", 1.0)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.1 <= target <= 1.0:
+        c.error("airstrip.scaling.target_utilization", "must be a number from 0.1 to 1.0 (the share of the workers' "
+                "slots that demand may fill), got %r" % (target,))
+        target = 1.0
+    return {"enabled": True, "target_utilization": float(target)}
 
 
 def _check_metrics(c, env, where):

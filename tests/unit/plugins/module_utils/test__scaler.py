@@ -732,3 +732,11 @@ def test_cli_reads_urls_from_the_environment(monkeypatch):
     monkeypatch.delenv("AIRSTRIP_DATABASE_URL")
     with pytest.raises(SystemExit):
         s.main(["scaler", "--environment", "test", "--min-workers", "0", "--max-workers", "2", "--concurrency", "5"])
+
+
+def test_urls_come_from_airflow_cfg_with_its_escaped_percent(tmp_path):
+    cfg = tmp_path / "airflow.cfg"
+    cfg.write_text("[database]\nsql_alchemy_conn = postgresql+psycopg2://airflow:p%%40ss@db:5432/airflow\n\n"
+                   "[celery]\nbroker_url = redis://:s3cret@broker:6379/0\n")
+    assert s.airflow_urls(str(cfg)) == ("postgresql+psycopg2://airflow:p%40ss@db:5432/airflow",
+                                        "redis://:s3cret@broker:6379/0")
