@@ -60,6 +60,12 @@ options:
         C(/run/airstrip-metrics/status.json))."
     type: dict
     default: {}
+  scaling:
+    description:
+      - "The worker scaler's status on each scheduler host that runs one, as C({host: status}) (its
+        C(/run/airstrip-scaler/status.json)); the leading one's is reported."
+    type: dict
+    default: {}
   timeout:
     description: Seconds to wait for the health endpoint's answer.
     type: int
@@ -132,6 +138,12 @@ environment:
           bridge whether its last delivery worked, its Prometheus address, how many values it has sent.
       type: dict
       sample: {namespace: Airstrip/prod, hosts: {control: {healthy: true, prometheus: "0.0.0.0:9102", datums_sent: 420}}}
+    scaling:
+      description:
+        - With worker scaling on, the leading scaler's view, its host, the workers running and desired, the tasks
+          queued and running, and the reason of its last decision; empty when scaling is off.
+      type: dict
+      sample: {host: control, num_workers: 1, desired_workers: 2, queued: 3, running: 3, reason: "start worker2"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -162,6 +174,7 @@ def main():
             services=dict(type="dict", default={}),
             dag_sync=dict(type="dict", default={}),
             metrics=dict(type="dict", default={}),
+            scaling=dict(type="dict", default={}),
             timeout=dict(type="int", default=10),
             validate_certs=dict(type="bool", default=True),
         ),
@@ -191,6 +204,13 @@ def main():
                                                                   "prometheus", "namespace")))
                                 for h, st in module.params["metrics"].items() if isinstance(st, dict))),
     )
+    leaders = [(h, st) for h, st in sorted(module.params["scaling"].items()) if isinstance(st, dict) and st.get("leader")]
+    if leaders:
+        host, st = leaders[0]
+        environment["scaling"] = dict([("host", host)] + [(k, st.get(k)) for k in (
+            "num_workers", "desired_workers", "queued", "running", "reason", "unserved_queues", "healthy", "error")])
+    else:
+        environment["scaling"] = {}
     if environment["status"] == NOT_FOUND and not module.params["missing_ok"]:
         module.fail_json(msg=not_found_message(module.params["name"], services), environment=environment)
     module.exit_json(changed=False, environment=environment)

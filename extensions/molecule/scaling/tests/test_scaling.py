@@ -104,3 +104,11 @@ def test_a_rerun_leaves_the_workers_as_the_scaler_keeps_them():
     changed = [c for c in scenario.changed_tasks(result) if "operation : " not in c[1]]
     assert changed == [], changed
     assert running_workers() == before
+
+
+def test_info_reports_the_scalers_view():
+    env = scenario.info(SPEC)
+    assert env["status"] == "AVAILABLE", env
+    view = env["scaling"]
+    assert (view["host"], view["num_workers"], view["desired_workers"], view["healthy"]) == ("control", 1, 1, True), view
+    assert view["reason"], view
