@@ -17,11 +17,12 @@ LOCAL_ENV ?= local
 # yours if set, else one made once for this machine.
 export ANSIBLE_VAULT_PASSWORD_FILE ?= $(HOME)/.airstrip/vault-password
 
-.PHONY: help venv up down test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs
+.PHONY: help venv up down info test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs
 
 help:
 	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
 	@echo "make down    tear the local environment down"
+	@echo "make info    the local environment's status, as MWAA's GetEnvironment"
 	@echo "make test    run every test (lint, sanity, unit, molecule)"
 
 $(STAMP): requirements-dev.txt
@@ -44,6 +45,9 @@ up: venv
 
 down: venv
 	$(BIN)/python tests/harness/local_env.py down $(LOCAL_ENV)
+
+info: venv
+	$(BIN)/ansible-playbook -i local/$(LOCAL_ENV)/inventory.json playbooks/info.yml -e airstrip_env_name=$(LOCAL_ENV)
 
 test: lint sanity unit integration molecule
 

@@ -19,6 +19,7 @@ LAYOUT = [
     "control:airflow_metadata_db,airflow_broker,airflow_scheduler,airflow_dag_processor,airflow_triggerer",
     "web:airflow_webserver",
     "worker:airflow_worker",
+    "worker2:airflow_worker",
 ]
 
 
@@ -38,14 +39,15 @@ def seed_bucket(endpoint: str, bucket: str) -> None:
 
 
 def spec(env: str, bucket: str, endpoint: str) -> dict:
-    """The local environment's spec: one host of each kind, DAGs from the emulated S3, logs and
-    metrics in the emulated CloudWatch (the agent off: its package is not to be had here)."""
+    """The local environment's spec: one host of each kind and two workers, scaled between 1 and
+    2, DAGs from the emulated S3, logs and metrics in the emulated CloudWatch (the agent off:
+    its package is not to be had here)."""
     return {
         "name": env,
-        "min_workers": 1, "max_workers": 1, "schedulers": 1, "min_webservers": 1, "max_webservers": 1,
+        "min_workers": 1, "max_workers": 2, "schedulers": 1, "min_webservers": 1, "max_webservers": 1,
         "source": {"bucket": bucket, "dag_s3_path": "dags", "endpoint_url": endpoint, "region": "us-east-1"},
         "airstrip": {"endpoint_url": endpoint, "region": "us-east-1",
-                     "cloudwatch": {"enabled": True, "agent": False}, "prometheus": True},
+                     "cloudwatch": {"enabled": True, "agent": False}, "prometheus": True, "scaling": True},
     }
 
 
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
     secrets = Path.home() / ".airstrip" / env / "secrets.yml"
     vault_view = f"{Path(sys.executable).parent / 'ansible-vault'} view {secrets}"
     print(f"""
-Airflow is up ({env}): control, web and worker hosts on docker network airstrip-{env}.
+Airflow is up ({env}): control, web, worker and worker2 hosts on docker network airstrip-{env}.
   UI and REST API: http://{web}:8080/
   user:            admin
   password:        admin_password in the vault file {secrets}; show it with
@@ -99,6 +101,9 @@ Airflow is up ({env}): control, web and worker hosts on docker network airstrip-
                    ... aws --endpoint-url {endpoint} --region us-east-1 cloudwatch list-metrics \\
                      --namespace Airstrip/{env}
                    and as Prometheus text from the environment's hosts: curl http://{control}:9102/metrics
+  scaling:         one worker runs, the second starts when more tasks wait than 5 slots hold and
+                   drains 5 minutes after; the scaler's decisions: journalctl -u airstrip-scaler on
+                   control, its view (and the environment's status) from: make info
   component logs:  journalctl -u 'airflow-*' on each host (the CloudWatch agent, which ships them to
                    airflow-{env}-Scheduler etc., needs its package: see the README, "Logs and metrics")
   spec:            {spec_file}
