@@ -94,10 +94,12 @@ def test_after_the_load_the_surplus_worker_drains_and_stops_killing_nothing():
     runs = api.call("GET", "/dags/burst/dagRuns")["dag_runs"]
     tis = api.call("GET", f"/dags/burst/dagRuns/{runs[0]['dag_run_id']}/taskInstances")["task_instances"]
     assert [(t["state"], t["try_number"]) for t in tis] == [("success", 1)] * 6
+
     # The scaler sees the stop at its next tick (scaling_interval).
-    wait_for("the scaler to count one worker", lambda: (scaler_status().get("num_workers"),
-                                                         scaler_status().get("desired_workers")) == (1, 1),
-             timeout=30, every=1)
+    def counts():
+        status = scaler_status()
+        return (status.get("num_workers"), status.get("desired_workers"))
+    wait_for("the scaler to count one worker", lambda: counts() == (1, 1), timeout=30, every=1)
 
 
 def test_a_rerun_leaves_the_workers_as_the_scaler_keeps_them():
