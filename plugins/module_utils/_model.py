@@ -229,16 +229,17 @@ def database_url(url, password=None):
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def host_errors(groups, external_database=False, env=None):
+def host_errors(groups, external_database=False, env=None, host_queues=None):
     """Problems of the inventory's placement, one message each with the fix.
 
-    groups: {group: [hosts]}; env: the normalised spec, to check the host counts it asks for."""
+    groups: {group: [hosts]}; env: the normalised spec, to check the host counts it asks for;
+    host_queues: {worker host: its airflow_worker_queues} for the hosts that set it."""
     groups = groups or {}
+    errors = worker_queue_errors(groups, env, host_queues or {}) if env is not None else []
 
     def count(group):
         return len(groups.get(group) or [])
 
-    errors = []
     missing = [c["group"] for c in COMPONENTS.values() if not count(c["group"])]
     if missing:
         errors.append("No host in inventory group(s) %s: every Airflow component needs at least one host. "
@@ -270,6 +271,36 @@ def host_errors(groups, external_database=False, env=None):
     return errors
 
 
+def worker_queue_errors(groups, env, host_queues):
+    """A worker host serves the queues its airflow_worker_queues names (all of the spec's
+    airstrip.worker_queues without it): only queues the spec lists, and every one by some host."""
+    listed = env["airstrip"].get("worker_queues") or ["default"]
+    workers = groups.get(COMPONENTS["celery-worker"]["group"]) or []
+    errors, served = [], set()
+    for host in workers:
+        queues = host_queues.get(host, listed)
+        if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
+            errors.append("host %s: airflow_worker_queues must be a non-empty list of queue names, got %r"
+                          % (host, queues))
+            continue
+        unknown = [q for q in queues if q not in listed]
+        if unknown:
+            errors.append("host %s: airflow_worker_queues names %s, which airstrip.worker_queues (%s) does not list: "
+                          "add %s to the spec or remove %s from the host"
+                          % (host, ", ".join(unknown), ", ".join(listed), "them" if len(unknown) > 1 else "it",
+                             "them" if len(unknown) > 1 else "it"))
+        served.update(queues)
+    for host in sorted(set(host_queues) - set(workers)):
+        errors.append("host %s: airflow_worker_queues is set, but the host is not in inventory group %s: remove it"
+                      % (host, COMPONENTS["celery-worker"]["group"]))
+    unserved = [q for q in listed if q not in served]
+    if workers and unserved:
+        errors.append("airstrip.worker_queues: no worker host serves %s: name %s in some airflow_worker host's "
+                      "airflow_worker_queues (or leave that variable out: a host then serves every queue)"
+                      % (", ".join(unserved), "them" if len(unserved) > 1 else "it"))
+    return errors
+
+
 def settings(env, variables=None):
     """The role variables a normalised spec decides: {variable: value}.
 
@@ -292,6 +323,9 @@ def settings(env, variables=None):
                                        **{"dag_processor.parsing_processes": str(env["parsing_processes"])}),
         "airflow_worker_concurrency": env["worker_concurrency"],
         "airflow_workers_active": env["min_workers"],
+        # The queues the environment's workers serve; a worker host serves all of them unless
+        # the inventory gives it airflow_worker_queues (a part of them).
+        "airstrip_worker_queues": env["airstrip"]["worker_queues"],
         "airflow_log_levels": dict((t, c["level"]) for t, c in sorted(env["logging"].items())),
         "airflow_log_enabled": dict((t, c["enabled"]) for t, c in sorted(env["logging"].items())),
         "airflow_s3_source": source,

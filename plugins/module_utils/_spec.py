@@ -34,6 +34,8 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 REGION_HINT = "must be an AWS region such as eu-west-1"
 QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+# Airflow's [operators] default_queue: where a task that names no queue goes.
+DEFAULT_QUEUE = "default"
 ACCESS_MODES = ("PUBLIC_ONLY", "PRIVATE_ONLY")
 ENDPOINT_MANAGEMENT = ("CUSTOMER", "SERVICE")
 TARGETS = ("aws", "onprem")
@@ -441,10 +443,11 @@ def _check_airstrip(c, section, implied_backend=None):
         if not isinstance(queues, list) or not queues or not all(isinstance(q, str) and QUEUE.match(q) for q in queues):
             c.error("airstrip.worker_queues", "must be a non-empty list of queue names (letters, digits, '_', '.', "
                     "'-'), got %r" % (queues,))
-        elif queues != ["default"]:
-            c.error("airstrip.worker_queues", "queues other than 'default' are not supported yet: every worker "
-                    "serves the default queue; remove the field")
-    out["worker_queues"] = ["default"]
+        elif len(set(queues)) != len(queues):
+            c.error("airstrip.worker_queues", "names a queue twice: %r" % (queues,))
+        else:
+            out["worker_queues"] = list(queues)
+    out.setdefault("worker_queues", [DEFAULT_QUEUE])
     if section.get("region") is not None:
         out["region"] = c.string(section, "region", REGION, REGION_HINT, prefix="airstrip.")
     if section.get("endpoint_url") is not None:
@@ -480,6 +483,20 @@ def _check_scaling(c, section):
                 "slots that demand may fill), got %r" % (target,))
         target = 1.0
     return {"enabled": True, "target_utilization": float(target)}
+
+
+def _check_workers(c, env, where):
+    """min_workers 0 needs the scaler (nothing else would start a worker); the queue a task
+    without queue= goes to must be one the workers serve."""
+    if env["min_workers"] == 0 and not (env["airstrip"].get("scaling") or {}).get("enabled"):
+        c.error("min_workers", "is 0, but no worker would ever start without the scaler: set airstrip.scaling: true "
+                "(the first task then starts a worker), or min_workers: 1 or more")
+    default_queue = env["airflow_configuration_options"].get("operators.default_queue", DEFAULT_QUEUE)
+    queues = env["airstrip"].get("worker_queues") or [DEFAULT_QUEUE]
+    if default_queue not in queues:
+        c.error("airstrip.worker_queues", "%r has no %r: tasks that name no queue go there and no worker would take "
+                "them; add it to the list (or set airflow_configuration_options['operators.default_queue'] to one of "
+                "the list)" % (queues, default_queue))
 
 
 def _check_metrics(c, env, where):
@@ -655,7 +672,8 @@ def normalize(doc):
     env["environment_class"] = c.choice(doc, "environment_class", sorted(CLASSES, key=list(CLASSES).index),
                                         default="mw1.small")
     cls = CLASSES.get(env["environment_class"] or "mw1.small")
-    env["min_workers"] = c.integer(doc, "min_workers", 1, 1000, default=1)
+    # 0 with airstrip.scaling only (_check_workers): the first task starts a worker.
+    env["min_workers"] = c.integer(doc, "min_workers", 0, 1000, default=1)
     env["max_workers"] = c.integer(doc, "max_workers", 1, 1000, default=max(env["min_workers"] or 1, 10))
     if env["min_workers"] and env["max_workers"] and env["min_workers"] > env["max_workers"]:
         c.error("min_workers", "(%d) must not exceed max_workers (%d)" % (env["min_workers"], env["max_workers"]))
@@ -738,6 +756,7 @@ def normalize(doc):
                                              "must be an IAM role ARN")
     env["airstrip"] = _check_airstrip(c, doc.get("airstrip"), implied_backend)
     _check_metrics(c, env, where)
+    _check_workers(c, env, where)
     # Everything of one environment lives in one region: a key ARN must name it.
     region = env["airstrip"].get("region") or (env["source"] or {}).get("region")
     kms_region = kms.split(":")[3] if kms and kms.startswith("arn:") else None

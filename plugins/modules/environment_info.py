@@ -141,9 +141,13 @@ environment:
     scaling:
       description:
         - With worker scaling on, the leading scaler's view, its host, the workers running and desired, the tasks
-          queued and running, and the reason of its last decision; empty when scaling is off.
+          queued and running (in all and per queue, with the workers each queue needs), how it sees each worker host,
+          the queues with tasks that no worker host serves, and the reason of its last decision; empty when scaling
+          is off.
       type: dict
-      sample: {host: control, num_workers: 1, desired_workers: 2, queued: 3, running: 3, reason: "start worker2"}
+      sample: {host: control, num_workers: 1, desired_workers: 2, queued: 3, running: 3,
+               queues: {default: {queued: 3, running: 3, needed: 2, desired: 2}},
+               workers: {worker1: busy, worker2: pending}, unserved_queues: {}, reason: "start worker2"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -208,7 +212,8 @@ def main():
     if leaders:
         host, st = leaders[0]
         environment["scaling"] = dict([("host", host)] + [(k, st.get(k)) for k in (
-            "num_workers", "desired_workers", "queued", "running", "reason", "unserved_queues", "healthy", "error")])
+            "num_workers", "desired_workers", "queued", "running", "queues", "workers", "unserved_queues", "reason",
+            "healthy", "error")])
     else:
         environment["scaling"] = {}
     if environment["status"] == NOT_FOUND and not module.params["missing_ok"]:

@@ -34,6 +34,12 @@ options:
         against them too. Leave it out where the hosts do not exist yet (EC2 hosts of
         C(airstrip.target=aws) are made from the spec).
     type: dict
+  worker_queues:
+    description:
+      - The queues of each worker host that sets C(airflow_worker_queues) (host -> list), checked
+        with O(groups) against the spec's C(airstrip.worker_queues).
+    type: dict
+    default: {}
   operation:
     description:
       - The operation under way. An C(UPDATE) outside the spec's C(weekly_maintenance_window_start)
@@ -110,6 +116,7 @@ from ansible_collections.airstrip.airflow.plugins.module_utils._spec import Spec
 def main():
     module = AnsibleModule(argument_spec=dict(spec=dict(type="dict", required=True), groups=dict(type="dict"),
                                               variables=dict(type="dict", default={}),
+                                              worker_queues=dict(type="dict", default={}),
                                               operation=dict(type="str", choices=["CREATE", "UPDATE", "DELETE"]),
                                               ignore_maintenance_window=dict(type="bool", default=False)),
                            supports_check_mode=True)
@@ -120,7 +127,7 @@ def main():
                          errors=exc.errors)
     if module.params["groups"] is not None:
         errors = host_errors(module.params["groups"], environment["airstrip"]["database"]["type"] == "external",
-                             environment)
+                             environment, module.params["worker_queues"])
         if errors:
             module.fail_json(msg="The spec does not fit the inventory: %s" % "; ".join(errors), errors=errors)
     errors = window_errors(environment, module.params["operation"], datetime.datetime.utcnow(),

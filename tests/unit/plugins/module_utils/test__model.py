@@ -43,6 +43,13 @@ EFFECTS = {
                                           "airflow_config_options": {"dag_processor.parsing_processes": "1"}}),
     "parsing_processes": ({"parsing_processes": 4}, {"airflow_config_options": {"dag_processor.parsing_processes": "4"}}),
     "min_workers": ({"min_workers": 2}, {"airflow_workers_active": 2}),
+    "min_workers 0 with scaling": ({"min_workers": 0, "airstrip": {"scaling": True}},
+                                   {"airflow_workers_active": 0, "airflow_worker_scaling": True}),
+    "worker_queues": ({"airstrip": {"worker_queues": ["default", "gpu"]}},
+                      {"airstrip_worker_queues": ["default", "gpu"]}),
+    "worker_queues with another default queue": (
+        {"airstrip": {"worker_queues": ["etl"]}, "airflow_configuration_options": {"operators.default_queue": "etl"}},
+        {"airstrip_worker_queues": ["etl"]}),
     "airflow_configuration_options": ({"airflow_configuration_options": {"core.parallelism": "64"}},
                                       {"airflow_config_options": {"core.parallelism": "64",
                                                                   "dag_processor.parsing_processes": "1"}}),
@@ -151,8 +158,11 @@ def test_each_field_reaches_the_roles(case):
 # Each field the collection does not honour here: the spec's fields and the start of the message.
 REFUSALS = {
     "sqs broker": ({"airstrip": {"broker": {"type": "sqs"}}}, "airstrip.broker.type: sqs is not supported yet"),
-    "worker_queues": ({"airstrip": {"worker_queues": ["default", "gpu"]}},
-                      "airstrip.worker_queues: queues other than 'default' are not supported yet"),
+    "worker_queues without the default queue": ({"airstrip": {"worker_queues": ["gpu"]}},
+                                                "airstrip.worker_queues: ['gpu'] has no 'default'"),
+    "worker_queues twice": ({"airstrip": {"worker_queues": ["default", "gpu", "gpu"]}},
+                            "airstrip.worker_queues: names a queue twice"),
+    "min_workers 0 without scaling": ({"min_workers": 0}, "min_workers: is 0, but no worker would ever start"),
     "hosts": ({"airstrip": {"hosts": {"airflow_worker": ["w1"]}}}, "airstrip.hosts: is not supported"),
     "endpoint_management CUSTOMER": ({"endpoint_management": "CUSTOMER"},
                                      "endpoint_management: CUSTOMER is not supported yet"),

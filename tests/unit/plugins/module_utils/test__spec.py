@@ -127,7 +127,7 @@ def test_mwaa_document_off_aws_is_refused_field_by_field():
 
 def test_mwaa_errors_use_mwaa_field_names():
     doc = mwaa_doc()
-    doc["Environment"]["MinWorkers"] = 0
+    doc["Environment"]["MinWorkers"] = -1
     doc["Environment"]["LoggingConfiguration"]["TaskLogs"]["LogLevel"] = "LOUD"
     errors = errors_of(doc)
     assert any(e.startswith("Environment.MinWorkers: must be a whole number") for e in errors), errors
@@ -199,7 +199,7 @@ BAD_VALUES = {
                       st.integers(), st.none()),
     "airflow_version": st.one_of(st.sampled_from(["2.10.5", "latest", "3.3", "3.x.1", ""]), st.integers(), st.floats()),
     "environment_class": st.one_of(st.text(max_size=12).filter(lambda s: s not in CLASSES), st.integers()),
-    "min_workers": st.one_of(st.integers(max_value=0), st.integers(min_value=1001), st.booleans(), st.text(max_size=3)),
+    "min_workers": st.one_of(st.integers(max_value=-1), st.integers(min_value=1001), st.booleans(), st.text(max_size=3)),
     "max_workers": st.one_of(st.integers(max_value=0), st.integers(min_value=1001), st.floats()),
     "schedulers": st.one_of(st.integers(max_value=0), st.integers(min_value=6)),
     "webserver_access_mode": st.text(max_size=15).filter(lambda s: s not in ("PUBLIC_ONLY", "PRIVATE_ONLY")),
