@@ -329,6 +329,31 @@ def test_inventory_placement(counts, external, spec, messages):
         assert error.startswith(message), errors
 
 
+QUEUES = [
+    # (the spec's worker_queues, {host: airflow_worker_queues}, the messages' starts)
+    (["default"], {}, []),
+    (["default", "reports"], {}, []),
+    (["default", "reports"], {"airflow_worker0": ["default"], "airflow_worker1": ["default", "reports"]}, []),
+    (["default", "reports"], {"airflow_worker0": ["default"], "airflow_worker1": ["default"]},
+     ["airstrip.worker_queues: no worker host serves reports"]),
+    (["default"], {"airflow_worker1": ["default", "gpu"]},
+     ["host airflow_worker1: airflow_worker_queues names gpu, which airstrip.worker_queues (default) does not list"]),
+    (["default"], {"airflow_worker1": []}, ["host airflow_worker1: airflow_worker_queues must be a non-empty list"]),
+    (["default"], {"airflow_worker1": "default"}, ["host airflow_worker1: airflow_worker_queues must be a non-empty"]),
+    (["default"], {"control": ["default"]}, ["host control: airflow_worker_queues is set, but the host is not in"]),
+]
+
+
+@pytest.mark.parametrize("listed,host_queues,messages", QUEUES)
+def test_worker_queues_against_the_inventory(listed, host_queues, messages):
+    env = normalize(dict(BASE, min_workers=1, max_workers=2, schedulers=1, min_webservers=1, max_webservers=1,
+                         airstrip={"worker_queues": listed}))
+    errors = _model.host_errors(groups(airflow_worker=2), False, env, host_queues)
+    assert len(errors) == len(messages), errors
+    for error, message in zip(errors, messages):
+        assert error.startswith(message), errors
+
+
 def test_setting_clashes_name_what_the_inventory_sets_differently():
     values = {"airflow_worker_concurrency": 10, "airflow_version": "3.3.2", "airstrip_aws_region": "eu-west-1",
               "airstrip_env_name": "prod"}
