@@ -10,7 +10,9 @@ Copied alone to the hosts as a plain file and run by systemd from Airflow's virt
   interval it reads the demand per queue from the metadata database (task instances queued +
   running, the signal KEDA, MWAA and Astro use), the workers' reports from Redis, decides
   (``decide``, pure), and writes each worker host's desired state into a Redis hash. It writes
-  a status file, one log line per decision, and optionally CloudWatch metrics.
+  a status file, one log line per decision, and optionally CloudWatch metrics. On AWS (worker
+  hosts given with their instance id) it also stops the EC2 instance of a host drained and
+  stopped, and starts it again when the host is wanted (``ec2_plan``, pure; ``Ec2Fleet``).
 * ``python airstrip_scaler.py gate ...`` on every worker host. Every interval it reads its own
   desired state, reports its state back, starts its Celery worker unit, or drains and stops it
   (``drain``): stop consuming, confirm idle twice, then ``systemctl stop`` (the unit's
@@ -30,7 +32,8 @@ Redis layout (``<env>`` the environment's name):
 
 Status files (JSON, replaced atomically): the scaler's has leader, healthy, error, num_workers,
 desired_workers, queued, running, queues {queue: queued, running, needed, desired},
-unserved_queues, reason, actions, workers {host: how it was seen}, last_action, config (a
+unserved_queues, reason, actions, workers {host: how it was seen}, last_action, config, and
+with EC2 instances, instances {host: EC2 state}, ec2_actions, ec2_error, last_ec2_action (a
 standby's has active_scaler instead); the gate's has its report plus last_drain and error.
 
 Stdlib only at import time; psycopg2 (or psycopg), redis, celery and boto3 are imported where
@@ -46,6 +49,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,6 +68,9 @@ DEFAULTS = {
     "warmup": 180.0,
     # Scale in only after the surplus has held this long (the HPA default, Astro's 5 minutes).
     "stabilization": 300.0,
+    # An instance is stopped only once it has been up this long: a deploy starts a stopped
+    # worker's instance to configure it (ec2_hosts), and must not lose it half-way.
+    "instance_min_uptime": 900.0,
 }
 DEFAULT_QUEUE = "default"
 DEFAULT_UNIT = "airflow-celery-worker"
@@ -151,13 +158,16 @@ def is_busy(worker):
 
 
 def classify(worker, now, config):
-    """One of TIERS for a host record {queues, state, started_at, busy, desired, desired_at}.
-    state is what its gate reported (None: no fresh report); desired what the scaler asked
-    (None: never asked, the host keeps what Ansible gave it)."""
+    """One of TIERS for a host record {queues, state, started_at, busy, desired, desired_at,
+    booting}. state is what its gate reported (None: no fresh report); desired what the scaler
+    asked (None: never asked, the host keeps what Ansible gave it); booting (optional) that its
+    EC2 instance is starting and its gate has not reported since (see with_instances)."""
     state, desired = worker.get("state"), worker.get("desired")
     warmup = config["warmup"]
     asked_at = worker.get("desired_at")
     recently_asked = asked_at is not None and now - asked_at < warmup
+    if worker.get("booting") and desired != STOPPED:
+        return "pending"  # its EC2 instance boots: the gate has not said anything since
     if state in ("draining", "stopping"):
         return "draining"
     if state == RUNNING:
@@ -606,6 +616,106 @@ def worker_view(roster, desired, reports, running_by_host, now, stale_after=STAL
 
 
 # ---------------------------------------------------------------------------------------------
+# EC2 stop/start of the worker instances (pure): on AWS a worker host beyond the minimum is
+# stopped once drained, and started again on demand, so that an idle environment costs only its
+# minimum. Hosts without an instance id (on-premises) are never touched.
+
+EC2_START, EC2_STOP = "start", "stop"
+# EC2 instance ids: i- and 8 (old) or 17 hex digits.
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+# Instance states in which nothing runs on the host.
+HALTED = frozenset(["stopped", "stopping"])
+
+Ec2Action = collections.namedtuple("Ec2Action", "verb host instance why")
+Ec2Action.__doc__ = """One EC2 call ec2_plan() asks for: verb "start" or "stop", the host, its
+instance id, and why (for the log line)."""
+
+
+def with_instances(view, instance_of, instances, reports, now, warmup):
+    """decide()'s workers corrected by what EC2 says of their instances. view: worker_view()'s;
+    instance_of: {host: instance id}; instances: {instance id: {"state": EC2's state name,
+    "launched": t}} (a host whose instance is not in it stays as it is); reports: the decoded
+    worker-state hash. Returns a new view:
+
+    * stopped or stopping: the host is stopped (startable), whatever its gate said last: a
+      stopped instance has no gate to refresh its report;
+    * pending, or running for less than warmup without a report sent since it booted: booting
+      (classify: pending, being started), so that decide() starts no other host for it;
+    * shutting-down or terminated: nothing known (unknown, never chosen before the others).
+    """
+    out = {}
+    for host, worker in view.items():
+        worker = dict(worker)
+        instance = instances.get(instance_of[host]) if instance_of.get(host) else None
+        if instance:
+            name, launched = instance.get("state"), instance.get("launched")
+            updated = float((reports.get(host) or {}).get("updated") or 0)
+            if name in HALTED:
+                worker.update(state=STOPPED, started_at=None, busy=0)
+            elif name == "pending" or (name == RUNNING and launched is not None and now - launched < warmup
+                                       and updated < launched):
+                worker["booting"] = True
+            elif name in ("shutting-down", "terminated"):
+                worker.update(state=None, started_at=None)
+        out[host] = worker
+    return out
+
+
+def ec2_plan(instance_of, instances, desired, reports, running_by_host, actions, classes, now,
+             stale_after=STALE_AFTER, min_uptime=0.0):
+    """The EC2 calls of one tick, after decide(): [Ec2Action], by host. Pure.
+
+    instance_of: {host: instance id}; instances: {instance id: {"state", "launched"}} (an
+    instance not in it is left alone); desired: the decoded workers hash before this tick's
+    writes; reports: the decoded worker-state hash; running_by_host: {task_instance.hostname:
+    running tasks}; actions and classes: the Decision's.
+
+    * start: the host is desired running once this tick's actions are written, and its
+      instance is stopped (a stopping one waits: it is started the tick it is stopped); its
+      gate boots with it, reads desired running and starts the worker;
+    * stop, only when all hold: its instance is running; the host is desired stopped and this
+      tick did not change that (the gate must have seen the generation it confirms); its
+      gate's fresh report, sent since the instance booted, says stopped for that generation,
+      nothing active or reserved; the database has no task running on it; decide() saw it
+      stopped (not busy, draining, booting); the instance has been up min_uptime seconds
+      (a deploy that started it to configure it is not cut off). A host desired running,
+      busy or draining is never stopped.
+    """
+    touched = dict((h, RUNNING if verb == START else STOPPED) for verb, h in actions)
+    plan = []
+    for host in sorted(instance_of):
+        instance_id = instance_of[host]
+        instance = instances.get(instance_id)
+        if not instance:
+            continue
+        name = instance.get("state")
+        intent = desired.get(host) or {}
+        want = touched.get(host, intent.get("desired"))
+        if want == RUNNING:
+            if name == STOPPED:
+                plan.append(Ec2Action(EC2_START, host, instance_id, "desired running, its instance stopped"))
+            continue
+        if want != STOPPED or host in touched or name != RUNNING or classes.get(host) != "stopped":
+            continue
+        report = reports.get(host) or {}
+        updated = float(report.get("updated") or 0)
+        if report.get("state") != STOPPED or now - updated > stale_after:
+            continue
+        if report.get("generation") != intent.get("generation"):
+            continue
+        if int(report.get("active") or 0) + int(report.get("reserved") or 0) > 0:
+            continue
+        launched = instance.get("launched")
+        if launched is not None and (updated < launched or now - launched < min_uptime):
+            continue
+        if sum(n for h, n in running_by_host.items() if host_matches(h, host)):
+            continue
+        plan.append(Ec2Action(EC2_STOP, host, instance_id, "drained and stopped (generation %s), no task running"
+                              % intent.get("generation")))
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
 # Small helpers shared by both daemons (this file is copied alone, so they live here).
 
 def write_status(path, status):
@@ -695,12 +805,72 @@ def _utc():
     return datetime.timezone.utc
 
 
+def _epoch(value):
+    """Seconds since the epoch of botocore's datetime (or None)."""
+    return value.timestamp() if hasattr(value, "timestamp") else None
+
+
+class Ec2Fleet:
+    """The worker hosts' EC2 instances: their states in one DescribeInstances, StartInstances,
+    StopInstances. Region and endpoint as boto3 reads them (AWS_DEFAULT_REGION,
+    AWS_ENDPOINT_URL_EC2, then AWS_ENDPOINT_URL) unless given. Errors are raised: the scaler
+    logs them and tries again next tick."""
+
+    def __init__(self, region=None, endpoint_url=None, client=None):
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or None
+        self.endpoint_url = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL_EC2")
+                             or os.environ.get("AWS_ENDPOINT_URL") or None)
+        self.client = client
+
+    def _ec2(self):
+        if self.client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
+            self.client = boto3.session.Session().client("ec2", region_name=self.region, endpoint_url=self.endpoint_url,
+                                                         config=config)
+        return self.client
+
+    def states(self, instance_ids):
+        """{instance id: {"state": EC2's name, "launched": t}}; an id EC2 does not know is left out
+        (a filter, not InstanceIds, so that one unknown id does not fail the whole call)."""
+        ids = sorted(set(i for i in instance_ids if i))
+        found, token = {}, None
+        while ids:
+            kwargs = {"Filters": [{"Name": "instance-id", "Values": ids}]}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._ec2().describe_instances(**kwargs)
+            for reservation in page.get("Reservations") or []:
+                for instance in reservation.get("Instances") or []:
+                    found[instance["InstanceId"]] = {"state": instance["State"]["Name"],
+                                                     "launched": _epoch(instance.get("LaunchTime"))}
+            token = page.get("NextToken")
+            if not token:
+                break
+        return found
+
+    def start(self, instance_id):
+        """StartInstances; returns the instance's state after the call (pending)."""
+        answer = self._ec2().start_instances(InstanceIds=[instance_id])
+        return answer["StartingInstances"][0]["CurrentState"]["Name"]
+
+    def stop(self, instance_id):
+        """StopInstances; returns the instance's state after the call (stopping)."""
+        answer = self._ec2().stop_instances(InstanceIds=[instance_id])
+        return answer["StoppingInstances"][0]["CurrentState"]["Name"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The scaler daemon.
 
 class Scaler:
+    """fleet: an Ec2Fleet (or None): the hosts of instances ({host: instance id}, by default the
+    roster's .instances) have their EC2 instance stopped once drained and started on demand."""
+
     def __init__(self, environment, config, database, redis_client, roster=None, status_file=None, cloudwatch=None,
-                 stale_after=STALE_AFTER, clock=time.time, interval=SCALER_INTERVAL):
+                 stale_after=STALE_AFTER, clock=time.time, interval=SCALER_INTERVAL, fleet=None, instances=None):
         self.environment = environment
         self.config = config_with_defaults(config)
         self.db, self.redis = database, redis_client
@@ -717,6 +887,14 @@ class Scaler:
         self.last_action = None
         self.stopping = threading.Event()
         self.hostname = socket.gethostname()
+        self.fleet = fleet
+        self.instances = dict(instances if instances is not None else getattr(roster, "instances", None) or {})
+        # When this scaler started each instance: moto (and a clock behind EC2's) may not move
+        # LaunchTime, and a host must count as booting from then on.
+        self.boots = {}
+        self.describe_error = None
+        self.ec2_errors = {}  # (verb, instance) -> the last failure of that call
+        self.last_ec2_action = None
 
     def tick(self):
         """One round; returns the Decision, or None when not leading or something failed."""
@@ -755,10 +933,18 @@ class Scaler:
         busy = self.db.running_by_host()
         desired = decode_hash(self.redis.hgetall(workers_key(self.environment)), decode_desired)
         reports = decode_hash(self.redis.hgetall(state_key(self.environment)), decode_report)
+        instances = self._instance_states(now)
         view = worker_view(self.roster, desired, reports, busy, now, self.stale_after)
+        if instances:
+            view = with_instances(view, self.instances, instances, reports, now, self.config["warmup"])
         decision = decide(self.state, now, demand, view, self.config)
         self.state = decision.state
         written = self._apply(decision, desired, reports, now)
+        ec2_actions = []
+        if instances is not None:
+            plan = ec2_plan(self.instances, instances, desired, reports, busy, decision.actions, decision.classes, now,
+                            self.stale_after, float(self.config["instance_min_uptime"]))
+            ec2_actions = self._ec2_apply(plan, instances, now)
         queued = sum(d["queued"] for d in demand.values())
         running = sum(d["running"] for d in demand.values())
         num = sum(1 for c in decision.classes.values() if c in UP)
@@ -768,6 +954,12 @@ class Scaler:
                                   for q in set(decision.desired) | set(demand)),
                    "unserved_queues": decision.unserved, "reason": decision.reason,
                    "actions": [list(a) for a in decision.actions], "workers": decision.classes, "decided": now}
+        if self.fleet is not None and self.instances:
+            errors = [self.describe_error] if self.describe_error else sorted(self.ec2_errors.values())
+            seen = instances or {}
+            summary.update(instances=dict((h, seen.get(i, {}).get("state")) for h, i in self.instances.items()),
+                           ec2_actions=ec2_actions, ec2_error="; ".join(errors) or None,
+                           last_ec2_action=self.last_ec2_action)
         if written:
             self.last_action = {"at": now, "actions": summary["actions"], "reason": decision.reason}
         self.redis.set(scaler_key(self.environment), _json(dict(summary, host=self.hostname)),
@@ -799,12 +991,64 @@ class Scaler:
             changed += 1
         return changed
 
+    def _instance_states(self, now):
+        """{instance id: {"state", "launched"}} of the roster's instances, or None (no EC2, or
+        DescribeInstances failed: then nothing is started or stopped, and it is tried next tick)."""
+        if self.fleet is None or not self.instances:
+            return None
+        try:
+            instances = self.fleet.states(self.instances.values())
+            error = None
+        except Exception as e:  # botocore's ClientError (UnauthorizedOperation, throttling), no endpoint...
+            instances, error = None, "ec2: cannot describe the worker instances (%s); again next tick" % _describe(e)
+        if error != self.describe_error:
+            _log(("ERROR " + error) if error else "ec2: describing the worker instances works again")
+        self.describe_error = error
+        for instance_id, instance in (instances or {}).items():
+            booted = self.boots.get(instance_id)
+            if booted is not None and (instance.get("launched") is None or instance["launched"] < booted):
+                instance["launched"] = booted
+        return instances
+
+    def _ec2_apply(self, plan, instances, now):
+        """Make ec2_plan()'s calls, one log line each; a failure is logged (once while it
+        stays the same) and the call made again next tick. Returns [[verb, host, instance]] done."""
+        done = []
+        # A call no longer planned (the host is wanted again, or stopped otherwise) has no error.
+        planned = set((a.verb, a.instance) for a in plan)
+        for key in [k for k in self.ec2_errors if k not in planned]:
+            del self.ec2_errors[key]
+        for action in plan:
+            key = (action.verb, action.instance)
+            try:
+                call = self.fleet.start if action.verb == EC2_START else self.fleet.stop
+                state = call(action.instance)
+            except Exception as e:
+                error = "ec2: cannot %s %s (%s): %s; again next tick" % (action.verb, action.instance, action.host,
+                                                                         _describe(e))
+                if self.ec2_errors.get(key) != error:
+                    _log("ERROR " + error)
+                self.ec2_errors[key] = error
+                continue
+            self.ec2_errors.pop(key, None)
+            instances[action.instance] = dict(instances[action.instance], state=state)
+            if action.verb == EC2_START:
+                self.boots[action.instance] = now
+                instances[action.instance]["launched"] = now
+            _log("ec2: %s %s (%s): %s; now %s" % (action.verb, action.instance, action.host, action.why, state))
+            done.append([action.verb, action.host, action.instance])
+        if done:
+            self.last_ec2_action = {"at": now, "actions": done}
+        return done
+
     def run(self):
         _log("airstrip-scaler for %s: min %d, max %d, concurrency %d, target %g, every %.0f s, warm-up %.0f s, "
-             "stabilization %.0f s%s" % (
+             "stabilization %.0f s%s%s" % (
                  self.environment, self.config["min_workers"], self.config["max_workers"], self.config["concurrency"],
                  self.config["target_utilization"], self.interval, self.config["warmup"], self.config["stabilization"],
-                 ", CloudWatch namespace " + self.cloudwatch.namespace if self.cloudwatch else ""))
+                 ", CloudWatch namespace " + self.cloudwatch.namespace if self.cloudwatch else "",
+                 ", EC2 stop/start of %d worker instance(s)" % len(self.instances) if self.fleet and self.instances
+                 else ""))
         while not self.stopping.is_set():
             started = time.time()
             self.tick()
@@ -1043,19 +1287,45 @@ class Gate:
 # ---------------------------------------------------------------------------------------------
 # The command line.
 
+class Roster(dict):
+    """{host: [queues]}, and .instances: {host: EC2 instance id} for the hosts that have one."""
+
+    def __init__(self, *args, **kwargs):
+        dict.__init__(self, *args, **kwargs)
+        self.instances = {}
+
+
+def _instance_id(value, what):
+    if not INSTANCE_ID.match(value or ""):
+        raise ValueError("%s: %r is not an EC2 instance id (i-0123abcd...)" % (what, value))
+    return value
+
+
 def parse_roster(items, path=None):
-    """--worker HOST=Q1,Q2 (repeated) and/or --workers-file (JSON {host: [queues]}); None: none."""
+    """--worker HOST=Q1,Q2[@INSTANCE] (repeated) and/or --workers-file (JSON {host: [queues]} or
+    {host: {"queues": [...], "instance_id": "i-..."}}); a Roster, or None for none."""
     roster = None
     if path:
         with open(path) as f:
             data = json.load(f)
-        roster = dict((str(h), list(q) if isinstance(q, list) else [str(q)]) for h, q in data.items())
+        roster = Roster()
+        for h, q in data.items():
+            if isinstance(q, dict):
+                if q.get("instance_id"):
+                    roster.instances[str(h)] = _instance_id(q["instance_id"], "%s in %s" % (h, path))
+                q = q.get("queues") or [DEFAULT_QUEUE]
+            roster[str(h)] = list(q) if isinstance(q, list) else [str(q)]
     for item in items or []:
-        host, sep, queues = item.partition("=")
+        body, at, instance = item.rpartition("@") if "@" in item else (item, "", "")
+        host, sep, queues = body.partition("=")
         if not host:
-            raise ValueError("--worker wants HOST or HOST=QUEUE[,QUEUE], got %r" % item)
-        roster = roster or {}
+            raise ValueError("--worker wants HOST or HOST=QUEUE[,QUEUE], optionally @INSTANCE_ID, got %r" % item)
+        roster = roster if roster is not None else Roster()
         roster[host] = [q for q in queues.split(",") if q] if sep else [DEFAULT_QUEUE]
+        if at:
+            roster.instances[host] = _instance_id(instance, "--worker %s" % item)
+        else:
+            roster.instances.pop(host, None)
     return roster
 
 
@@ -1091,12 +1361,16 @@ def main(argv=None):
     s.add_argument("--interval", type=float, default=SCALER_INTERVAL)
     s.add_argument("--warmup", type=float, default=DEFAULTS["warmup"])
     s.add_argument("--stabilization", type=float, default=DEFAULTS["stabilization"])
-    s.add_argument("--worker", action="append", default=[], metavar="HOST=QUEUE[,QUEUE]",
-                   help="a worker host and its queues (repeat); default: the hosts whose gates report")
+    s.add_argument("--instance-min-uptime", type=float, default=DEFAULTS["instance_min_uptime"],
+                   help="seconds an EC2 worker instance stays up before it may be stopped")
+    s.add_argument("--worker", action="append", default=[], metavar="HOST=QUEUE[,QUEUE][@INSTANCE_ID]",
+                   help="a worker host, its queues and its EC2 instance (stopped once drained, started on demand;"
+                        " repeat); default: the hosts whose gates report")
     s.add_argument("--workers-file", default=None, help="JSON {host: [queues]}")
     s.add_argument("--stale-after", type=float, default=STALE_AFTER, help="seconds a gate's report is believed")
     s.add_argument("--namespace", default="", help="CloudWatch namespace; empty: no CloudWatch")
-    s.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION") or None)
+    s.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION") or None,
+                   help="CloudWatch's and EC2's region (EC2's endpoint: $AWS_ENDPOINT_URL_EC2)")
     s.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_CLOUDWATCH") or None)
     s.add_argument("--status-file", default=None)
     s.add_argument("--once", action="store_true", help="one tick, then exit")
@@ -1134,15 +1408,17 @@ def main(argv=None):
         if not database_url:
             parser.error("--database-url or $AIRSTRIP_DATABASE_URL is required")
         config = {"min_workers": args.min_workers, "max_workers": args.max_workers, "concurrency": args.concurrency,
-                  "target_utilization": args.target, "warmup": args.warmup, "stabilization": args.stabilization}
+                  "target_utilization": args.target, "warmup": args.warmup, "stabilization": args.stabilization,
+                  "instance_min_uptime": args.instance_min_uptime}
         try:
             config_with_defaults(config)
             roster = parse_roster(args.worker, args.workers_file)
         except (ValueError, OSError, IOError) as e:
             parser.error(str(e))
         cloudwatch = CloudWatch(args.namespace, args.environment, args.region, args.endpoint_url) if args.namespace else None
+        fleet = Ec2Fleet(args.region) if roster is not None and roster.instances else None
         scaler = Scaler(args.environment, config, Database(database_url), make_redis(redis_url), roster,
-                        args.status_file, cloudwatch, args.stale_after, interval=args.interval)
+                        args.status_file, cloudwatch, args.stale_after, interval=args.interval, fleet=fleet)
         if args.once:
             scaler.tick()
             scaler.db.close()

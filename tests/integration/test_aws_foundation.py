@@ -253,6 +253,36 @@ def test_the_policy_lets_task_logs_find_their_group_and_metrics_in_the_namespace
     assert sids["WriteTheEnvironmentMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": f"Airstrip/{ENV}"}}
 
 
+def test_the_policy_lets_the_scaler_start_and_stop_the_environment_workers_only(moto_url, runs):
+    iam = aws(moto_url, "iam")
+    doc = iam.get_role_policy(RoleName=f"airstrip-{ENV}-execution", PolicyName=f"airstrip-{ENV}")["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    sids = {s["Sid"]: s for s in doc["Statement"]}
+    account = aws(moto_url, "sts").get_caller_identity()["Account"]
+    assert (sids["FindTheWorkerInstances"]["Action"], sids["FindTheWorkerInstances"]["Resource"]) == \
+        ("ec2:DescribeInstances", "*")
+    assert sids["StartAndStopTheEnvironmentWorkers"] == {
+        "Sid": "StartAndStopTheEnvironmentWorkers", "Effect": "Allow", "Action": ["ec2:StartInstances", "ec2:StopInstances"],
+        "Resource": f"arn:aws:ec2:us-east-1:{account}:instance/*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/airstrip:environment": ENV, "aws:ResourceTag/airstrip:role": "worker"}}}
+    # The tag it admits is the one the worker instances carry, and the scaler gets their ids.
+    workers = dict((i["tags"]["Name"], i["id"]) for i in tagged_instances(moto_url) if i["tags"].get("airstrip:role") == "worker")
+    assert sorted(workers) == [f"airstrip-{ENV}-worker-0", f"airstrip-{ENV}-worker-1"]
+    given = next(t for play in runs["real again"]["plays"] for t in play["tasks"]
+                 if t["task"]["name"] == "The worker instances")["hosts"]["localhost"]["msg"]
+    assert given == workers
+    key = aws(moto_url, "kms").describe_key(KeyId=f"alias/airstrip-{ENV}")["KeyMetadata"]["Arn"]
+    assert sids["LetEC2UseTheKeyForTheWorkerVolumes"]["Resource"] == key
+    assert sids["LetEC2UseTheKeyForTheWorkerVolumes"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
+def tagged_instances(moto_url, env=ENV):
+    reservations = aws(moto_url, "ec2").describe_instances(Filters=[
+        {"Name": "tag:airstrip:environment", "Values": [env]}])["Reservations"]
+    return [{"id": i["InstanceId"], "tags": {t["Key"]: t["Value"] for t in i["Tags"]}}
+            for r in reservations for i in r["Instances"] if i["State"]["Name"] in ("pending", "running")]
+
+
 def test_the_key_policy_names_the_execution_role(moto_url, runs):
     role_arn = aws(moto_url, "iam").get_role(RoleName=f"airstrip-{ENV}-execution")["Role"]["Arn"]
     assert key_policy_roles(moto_url, ENV) == [role_arn]

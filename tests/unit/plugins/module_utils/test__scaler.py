@@ -740,3 +740,297 @@ def test_urls_come_from_airflow_cfg_with_its_escaped_percent(tmp_path):
                    "[celery]\nbroker_url = redis://:s3cret@broker:6379/0\n")
     assert s.airflow_urls(str(cfg)) == ("postgresql+psycopg2://airflow:p%40ss@db:5432/airflow",
                                         "redis://:s3cret@broker:6379/0")
+
+
+# ---------------------------------------------------------------------------------------------
+# EC2 stop/start of the worker instances: the roster, the pure plan, the tick against a fake fleet.
+
+I1, I2 = "i-0123456789abcdef0", "i-0aaaaaaaaaaaaaaa1"
+
+
+def test_parse_roster_with_instance_ids(tmp_path):
+    roster = s.parse_roster(["w1=default,etl@" + I1, "w2@i-0123abcd", "w3=gpu"])
+    assert roster == {"w1": ["default", "etl"], "w2": ["default"], "w3": ["gpu"]}
+    assert roster.instances == {"w1": I1, "w2": "i-0123abcd"}
+    assert s.parse_roster(["w1=default"]).instances == {}, "the old form stays valid, without an instance"
+    for bad in ("w1=default@", "w1=default@bogus", "w1=default@i-XYZ", "=x@" + I1):
+        with pytest.raises(ValueError):
+            s.parse_roster([bad])
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"w1": {"queues": ["etl"], "instance_id": I2}, "w2": ["default"]}))
+    roster = s.parse_roster(["w3@" + I1], str(path))
+    assert roster == {"w1": ["etl"], "w2": ["default"], "w3": ["default"]}
+    assert roster.instances == {"w1": I2, "w3": I1}
+
+
+def gate_report(state, generation, updated=NOW - 2, active=0, since=NOW - 3600):
+    return {"state": state, "generation": generation, "updated": updated, "since": since, "active": active,
+            "reserved": 0, "refused": None}
+
+
+def intent(desired, generation, since=NOW - 3600):
+    return {"desired": desired, "generation": generation, "since": since}
+
+
+def inst(state, launched=NOW - 7200):
+    return {"state": state, "launched": launched}
+
+
+def plan_of(desired, reports, instances, running=None, actions=(), classes=None, hosts=("w1",)):
+    instance_of = dict((h, "i-%017x" % (i + 1)) for i, h in enumerate(hosts))
+    instances = dict((instance_of[h], v) for h, v in instances.items())
+    view = s.worker_view(dict((h, ["default"]) for h in hosts), desired, reports, running or {}, NOW)
+    view = s.with_instances(view, instance_of, instances, reports, NOW, 180.0)
+    if classes is None:
+        classes = dict((h, s.classify(w, NOW, s.config_with_defaults(CONFIG))) for h, w in view.items())
+    return [(a.verb, a.host) for a in s.ec2_plan(instance_of, instances, desired, reports, running or {}, list(actions),
+                                                 classes, NOW)]
+
+
+def test_a_drained_host_desired_stopped_has_its_instance_stopped():
+    assert plan_of({"w1": intent("stopped", 4)}, {"w1": gate_report("stopped", 4)}, {"w1": inst("running")}) == \
+        [("stop", "w1")]
+
+
+@pytest.mark.parametrize("desired, report, instance, running, why", [
+    (intent("running", 4), gate_report("stopped", 4), inst("running"), {}, "desired running"),
+    (None, gate_report("stopped", None), inst("running"), {}, "never asked: keeps what Ansible gave it"),
+    (intent("stopped", 4), gate_report("draining", 4), inst("running"), {}, "draining"),
+    (intent("stopped", 4), gate_report("running", 4, active=1), inst("running"), {}, "busy (refused the drain)"),
+    (intent("stopped", 4), gate_report("stopped", 4), inst("running"), {"w1.example": 1}, "a task runs there"),
+    (intent("stopped", 5), gate_report("stopped", 4), inst("running"), {}, "the gate has not seen generation 5"),
+    (intent("stopped", 4), gate_report("stopped", 4, updated=NOW - 120), inst("running"), {}, "a stale report"),
+    (intent("stopped", 4), gate_report("stopped", 4), inst("running", launched=NOW - 1), {}, "report from before boot"),
+    (intent("stopped", 4), gate_report("stopped", 4), inst("stopping"), {}, "already stopping"),
+    (intent("stopped", 4), gate_report("stopped", 4), inst("pending"), {}, "booting"),
+])
+def test_never_stops_an_instance_that_may_work(desired, report, instance, running, why):
+    assert plan_of({"w1": desired} if desired else {}, {"w1": report}, {"w1": instance}, running) == [], why
+
+
+def test_an_instance_is_stopped_only_after_its_minimum_uptime():
+    # A deploy started it (ec2_hosts runs every host) to configure it: not cut off half-way.
+    desired, reports = {"w1": intent("stopped", 4)}, {"w1": gate_report("stopped", 4)}
+    instance_of = {"w1": "i-%017x" % 1}
+    for launched, expected in ((NOW - 600, []), (NOW - 901, [("stop", "w1")])):
+        instances = {instance_of["w1"]: inst("running", launched=launched)}
+        plan = s.ec2_plan(instance_of, instances, desired, reports, {}, [], {"w1": "stopped"}, NOW, min_uptime=900.0)
+        assert [(a.verb, a.host) for a in plan] == expected, launched
+
+
+def test_a_host_started_this_tick_or_asked_to_drain_this_tick_is_not_stopped():
+    desired, reports, instances = {"w1": intent("stopped", 4)}, {"w1": gate_report("stopped", 4)}, {"w1": inst("running")}
+    assert plan_of(desired, reports, instances, actions=[("start", "w1")]) == []
+    assert plan_of(desired, reports, instances, actions=[("drain", "w1")]) == []
+
+
+def test_a_started_host_has_its_stopped_instance_started_and_a_stopping_one_waits():
+    stale = {"w1": gate_report("stopped", 4, updated=NOW - 900)}
+    assert plan_of({"w1": intent("stopped", 4)}, stale, {"w1": inst("stopped")}, actions=[("start", "w1")]) == \
+        [("start", "w1")]
+    assert plan_of({"w1": intent("stopped", 4)}, stale, {"w1": inst("stopping")}, actions=[("start", "w1")]) == []
+    # Desired running already (a start that failed, or an instance stopped behind our back): started again.
+    assert plan_of({"w1": intent("running", 5, since=NOW - 30)}, stale, {"w1": inst("stopped")}) == [("start", "w1")]
+    # A host without an instance in EC2's answer, or whose describe failed, is left alone.
+    assert plan_of({"w1": intent("running", 5)}, stale, {}) == []
+
+
+def test_instance_states_correct_the_view():
+    roster = {"w1": ["default"], "w2": ["default"], "w3": ["default"], "w4": ["default"], "w5": ["default"]}
+    instance_of = dict((h, "i-%017x" % i) for i, h in enumerate(sorted(roster), 1))
+    reports = {"w1": gate_report("running", 1, updated=NOW - 30), "w3": gate_report("stopped", 1, updated=NOW - 600),
+               "w4": gate_report("stopped", 1, updated=NOW - 600), "w5": gate_report("running", 1, updated=NOW - 2)}
+    desired = {"w3": intent("running", 2, since=NOW - 900)}
+    instances = {instance_of["w1"]: inst("stopped"), instance_of["w2"]: inst("pending"),
+                 instance_of["w3"]: inst("running", launched=NOW - 20), instance_of["w4"]: inst("terminated"),
+                 instance_of["w5"]: inst("running", launched=NOW - 20)}
+    view = s.with_instances(s.worker_view(roster, desired, reports, {}, NOW), instance_of, instances, reports, NOW, 180.0)
+    classes = dict((h, s.classify(w, NOW, s.config_with_defaults(CONFIG))) for h, w in view.items())
+    assert classes["w1"] == "stopped", "a stopped instance is startable, whatever its gate said last"
+    assert classes["w2"] == "pending", "a pending instance is being started"
+    assert classes["w3"] == "pending", "booted 20 s ago, its gate has not reported since: being started"
+    assert classes["w4"] == "unknown"
+    assert classes["w5"] == "idle", "its gate reported since it booted: its report rules"
+    # Without EC2's answer nothing changes.
+    assert s.with_instances(view, instance_of, {}, reports, NOW, 180.0) == view
+
+
+ec2_states = st.sampled_from(["pending", "running", "stopping", "stopped", "shutting-down", "terminated"])
+
+
+@st.composite
+def ec2_world(draw):
+    hosts = ["w%d" % i for i in range(1, draw(st.integers(1, 5)) + 1)]
+    desired, reports, instances, running_tasks = {}, {}, {}, {}
+    for h in hosts:
+        if draw(st.booleans()):
+            desired[h] = intent(draw(st.sampled_from(["running", "stopped"])), draw(st.integers(0, 3)),
+                                since=draw(st.floats(NOW - 1000, NOW)))
+        if draw(st.booleans()):
+            reports[h] = gate_report(draw(st.sampled_from(["running", "starting", "draining", "stopping", "stopped",
+                                                           "failed"])),
+                                     draw(st.one_of(st.none(), st.integers(0, 3))), updated=draw(st.floats(NOW - 200, NOW)),
+                                     active=draw(st.integers(0, 2)))
+            reports[h]["refused"] = draw(st.one_of(st.none(), st.integers(0, 3)))
+        if draw(st.booleans()):
+            instances[h] = inst(draw(ec2_states), launched=draw(st.floats(NOW - 1000, NOW)))
+        if draw(st.integers(0, 3)) == 0:
+            running_tasks[h + ".example"] = 1
+    return hosts, desired, reports, instances, running_tasks
+
+
+@settings(max_examples=400, deadline=None)
+@given(ec2_world(), demands, configs())
+def test_the_plan_never_stops_a_host_desired_running_busy_or_draining(world, demand, config):
+    hosts, desired, reports, instances, running_tasks = world
+    instance_of = dict((h, "i-%017x" % i) for i, h in enumerate(hosts, 1))
+    by_id = dict((instance_of[h], v) for h, v in instances.items())
+    roster = dict((h, ["default"]) for h in hosts)
+    view = s.with_instances(s.worker_view(roster, desired, reports, running_tasks, NOW), instance_of, by_id, reports,
+                            NOW, config["warmup"])
+    d = s.decide({}, NOW, demand, view, config)
+    plan = s.ec2_plan(instance_of, by_id, desired, reports, running_tasks, d.actions, d.classes, NOW)
+    after = dict((h, (desired.get(h) or {}).get("desired")) for h in hosts)
+    after.update((h, "running" if verb == s.START else "stopped") for verb, h in d.actions)
+    for action in plan:
+        h = action.host
+        assert action.instance == instance_of[h]
+        if action.verb == s.EC2_START:
+            assert after[h] == "running" and instances[h]["state"] == "stopped"
+            continue
+        assert after[h] == "stopped" and h not in [x for _v, x in d.actions], "stopped a host desired running"
+        assert d.classes[h] == "stopped" and instances[h]["state"] == "running"
+        assert reports[h]["state"] == "stopped" and reports[h]["active"] == 0, "stopped a busy or draining host"
+        assert reports[h]["generation"] == desired[h]["generation"]
+        assert not any(s.host_matches(t, h) for t in running_tasks), "stopped a host with a running task"
+    # A host started by this tick is never stopped by it, nor started twice.
+    assert len(set(a.host for a in plan)) == len(plan)
+
+
+class FakeFleet:
+    """EC2 as the scaler sees it: states, start and stop, or an error for every call."""
+
+    def __init__(self, states, error=None):
+        self.instances = dict((i, {"state": st_, "launched": NOW - 7200}) for i, st_ in states.items())
+        self.error, self.calls = error, []
+
+    def states(self, ids):
+        self.calls.append(("describe", sorted(ids)))
+        if self.error:
+            raise self.error
+        return dict((i, dict(self.instances[i])) for i in ids if i in self.instances)
+
+    def start(self, instance_id):
+        self.calls.append(("start", instance_id))
+        if self.error:
+            raise self.error
+        self.instances[instance_id]["state"] = "pending"
+        return "pending"
+
+    def stop(self, instance_id):
+        self.calls.append(("stop", instance_id))
+        if self.error:
+            raise self.error
+        self.instances[instance_id]["state"] = "stopping"
+        return "stopping"
+
+
+def test_scaler_stops_a_drained_instance_and_starts_it_on_demand(tmp_path, capsys):
+    r, clock = FakeRedis(), Clock()
+    clock.t = NOW
+    r.hashes[s.workers_key("test")] = {"w2": s.encode_desired("stopped", 3, NOW - 900)}
+    r.hashes[s.state_key("test")] = {"w1": report("running", active=1),
+                                     "w2": s.encode_report(gate_report("stopped", 3, updated=NOW))}
+    fleet = FakeFleet({I1: "running", I2: "running"})
+    db = FakeDB(demand={"default": {"queued": 0, "running": 1}})
+    status = tmp_path / "status.json"
+    roster = s.parse_roster(["w1=default@" + I1, "w2=default@" + I2])
+    scaler = s.Scaler("test", cfg(min_workers=1, max_workers=2), db, r, roster, str(status), clock=clock, fleet=fleet)
+    scaler.tick()
+    assert ("stop", I2) in fleet.calls and ("stop", I1) not in fleet.calls
+    data = json.loads(status.read_text())
+    assert data["instances"] == {"w1": "running", "w2": "stopping"}
+    assert data["ec2_actions"] == [["stop", "w2", I2]] and data["ec2_error"] is None
+    assert "ec2: stop %s (w2): drained and stopped (generation 3), no task running; now stopping" % I2 in \
+        capsys.readouterr().out
+    # Demand beyond w1: w2's instance (stopped now, its report stale) is started, and counts as
+    # being started the next ticks: no second start.
+    fleet.instances[I2]["state"] = "stopped"
+    clock.t = NOW + 120
+    r.hashes[s.state_key("test")]["w1"] = report("running", active=5, updated=clock.t)
+    db.rows = {"default": {"queued": 8, "running": 5}}
+    d = scaler.tick()
+    assert starts(d) == ["w2"] and d.classes["w2"] == "stopped"
+    assert json.loads(r.hashes[s.workers_key("test")]["w2"])["desired"] == "running"
+    assert fleet.calls[-1] == ("start", I2)
+    assert json.loads(status.read_text())["instances"]["w2"] == "pending"
+    fleet.instances[I2]["state"] = "running"  # EC2's LaunchTime may lag: the scaler's own start time counts
+    clock.t += 15
+    r.hashes[s.state_key("test")]["w1"] = report("running", active=5, updated=clock.t)
+    d = scaler.tick()
+    assert d.classes["w2"] == "pending" and starts(d) == []
+    assert [c for c in fleet.calls if c[0] == "start"] == [("start", I2)]
+
+
+def test_ec2_errors_are_logged_and_tried_again_next_tick(tmp_path, capsys):
+    r, clock = FakeRedis(), Clock()
+    clock.t = NOW
+    r.hashes[s.workers_key("test")] = {"w2": s.encode_desired("stopped", 3, NOW - 900)}
+    r.hashes[s.state_key("test")] = {"w1": report("running", active=1),
+                                     "w2": s.encode_report(gate_report("stopped", 3, updated=NOW))}
+
+    class Denied(Exception):
+        response = {"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized to perform ec2:StopInstances"}}
+
+    fleet = FakeFleet({I1: "running", I2: "running"})
+    status = tmp_path / "status.json"
+    scaler = s.Scaler("test", cfg(min_workers=1, max_workers=2), FakeDB(demand={"default": {"queued": 0, "running": 1}}),
+                      r, s.parse_roster(["w1@" + I1, "w2@" + I2]), str(status), clock=clock, fleet=fleet)
+    fleet.stop = lambda instance_id: (_ for _ in ()).throw(Denied())
+    assert scaler.tick() is not None, "an EC2 failure does not stop the scaling"
+    out = capsys.readouterr().out
+    assert "ERROR ec2: cannot stop %s (w2): UnauthorizedOperation: not authorized" % I2 in out
+    data = json.loads(status.read_text())
+    assert data["healthy"] is True and "UnauthorizedOperation" in data["ec2_error"] and data["ec2_actions"] == []
+    scaler.tick()
+    out = capsys.readouterr().out
+    assert "ERROR" not in out and "works again" not in out, "the same error is logged once"
+    assert "UnauthorizedOperation" in json.loads(status.read_text())["ec2_error"]
+    del fleet.stop
+    scaler.tick()
+    assert fleet.instances[I2]["state"] == "stopping" and "ec2: stop " + I2 in capsys.readouterr().out
+    assert json.loads(status.read_text())["ec2_error"] is None
+    # DescribeInstances failing: the decision goes on without EC2, nothing is started or stopped.
+    fleet.error = Denied()
+    assert scaler.tick() is not None
+    assert "ERROR ec2: cannot describe the worker instances (UnauthorizedOperation" in capsys.readouterr().out
+    assert json.loads(status.read_text())["instances"] == {"w1": None, "w2": None}
+
+
+def test_ec2_fleet_reads_the_endpoint_from_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic")
+    assert (s.Ec2Fleet().region, s.Ec2Fleet().endpoint_url) == ("eu-west-1", "http://generic")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://ec2")
+    assert s.Ec2Fleet().endpoint_url == "http://ec2"
+    assert s.Ec2Fleet("us-east-2", "http://given").endpoint_url == "http://given"
+
+
+def test_the_scaler_unit_gives_each_worker_its_instance_only_when_it_has_one():
+    """The --worker loop of the scaling role's unit, as the scaler's parse_roster reads it."""
+    import shlex
+    from pathlib import Path
+
+    import jinja2
+
+    template = Path(s.__file__).resolve().parents[2] / "roles" / "scaling" / "templates" / "airstrip-scaler.service.j2"
+    env = jinja2.Environment()
+    env.filters["quote"] = shlex.quote
+    text = env.from_string(template.read_text()).render(
+        scaling_workers=["w1", "w2"], scaling_queues=["default"], scaling_env_name="test", ansible_managed="",
+        hostvars={"w1": {"ec2_instance_id": I1}, "w2": {}})
+    args = shlex.split(next(line for line in text.splitlines() if line.startswith("ExecStart=")))
+    workers = [args[i + 1] for i, a in enumerate(args) if a == "--worker"]
+    assert workers == ["w1=default@" + I1, "w2=default"]
+    roster = s.parse_roster(workers)
+    assert roster.instances == {"w1": I1} and roster == {"w1": ["default"], "w2": ["default"]}
