@@ -56,12 +56,13 @@ def pick_secret(vault_secrets, vault_id=None, verb="encrypt"):
     return vault_secrets[0]
 
 
-def settle(current, names):
-    """The full set of secrets, and the names of those generated for it."""
+def settle(current, names, replaced_by=None):
+    """The full set of secrets, and the names of those generated for it. A name whose
+    replacement (replaced_by: {name: other}) is held is not generated."""
     values = dict(current)
     generated = []
     for name, length in sorted(names.items()):
-        if not values.get(name):
+        if not values.get(name) and not values.get((replaced_by or {}).get(name)):
             values[name] = generate(int(length))
             generated.append(name)
     return values, generated
@@ -98,14 +99,19 @@ class ActionModule(ActionBase):
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
         check_mode = self._play_context.check_mode
-        generated, changed = [], False
+        generated, changed, recovered = [], False, []
         try:
             values = self._read(path, vault_secrets) if os.path.exists(path) else {}
+            if not values and args.get("recovered"):
+                # The file is gone but the environment's hosts hold its secrets: taken back,
+                # never generated anew (a second generation would lock the hosts out).
+                values = dict((to_text(k), to_text(v)) for k, v in args["recovered"].items() if v)
+                recovered = sorted(values)
             if boolean(args.get("create", True)):
-                values, generated = settle(values, names)
+                values, generated = settle(values, names, args.get("replaced_by") or {})
                 # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
-                changed = bool(generated)
+                changed = bool(generated or recovered)
                 if not check_mode:
                     changed = self._write(path, values, ident, secret, changed)
         except VaultSecretsError as exc:
@@ -118,7 +124,7 @@ class ActionModule(ActionBase):
             return result
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, generated=generated)
+        result.update(changed=changed, secrets=values, path=path, generated=generated, recovered=recovered)
         return result
 
     @staticmethod

@@ -387,3 +387,41 @@ def test_update_outside_the_window_is_refused_with_the_way_on():
     assert _model.window_errors(env, "UPDATE", tuesday, ignore=True) == []
     assert _model.window_errors(env, "CREATE", tuesday) == []
     assert _model.window_errors(normalize(BASE), "UPDATE", tuesday) == []
+
+
+# ---------------------------------------------------------------- secrets read back from the hosts
+HOST_CFG = """
+[core]
+fernet_key = K3y-of_the=environment
+[database]
+sql_alchemy_conn = postgresql+psycopg2://airflow:DbPass0123@10.0.0.5:5432/airflow
+[celery]
+broker_url = redis://:BrokerPass99@10.0.0.5:6379/0
+result_backend = db+postgresql://airflow:DbPass0123@10.0.0.5:5432/airflow
+[api]
+secret_key = ApiSecret%%Key
+[api_auth]
+jwt_secret = JwtSecret42
+"""
+
+
+def test_secrets_are_read_back_from_the_hosts_files():
+    found, missing = _model.recovered_secrets(HOST_CFG, '{"admin": "AdminPass7"}')
+    assert missing == []
+    assert found == {"fernet_key": "K3y-of_the=environment", "db_password": "DbPass0123",
+                     "broker_password": "BrokerPass99", "api_secret_key": "ApiSecret%Key", "jwt_secret": "JwtSecret42",
+                     "admin_password": "AdminPass7"}
+    # Every secret of the model is there, the seed replaced by the key it gave.
+    names = set(_model.SECRET_REPLACED_BY.get(n, n) for n in _model.SECRETS)
+    assert set(found) == names
+
+
+def test_hosts_without_an_environment_give_nothing_and_a_partial_set_is_named():
+    assert _model.recovered_secrets("", "") == ({}, [])
+    found, missing = _model.recovered_secrets(HOST_CFG, "")
+    assert missing == ["admin_password"] and "admin_password" not in found
+    found, missing = _model.recovered_secrets(HOST_CFG.replace("jwt_secret = JwtSecret42", ""), "not json")
+    assert missing == ["admin_password", "jwt_secret"]
+    # An external database's password is not Airstrip's to keep.
+    found, missing = _model.recovered_secrets(HOST_CFG, '{"admin": "x"}', external_database=True)
+    assert "db_password" not in found and missing == []
