@@ -17,7 +17,7 @@ LOCAL_ENV ?= local
 # yours if set, else one made once for this machine.
 export ANSIBLE_VAULT_PASSWORD_FILE ?= $(HOME)/.airstrip/vault-password
 
-.PHONY: help venv up down info test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs
+.PHONY: help venv up down info test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs bench-scale
 
 help:
 	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
@@ -78,3 +78,6 @@ bench-sync: venv
 
 bench-logs: venv
 	$(BIN)/python bench/cloudwatch_logs.py
+
+bench-scale: venv
+	$(BIN)/python bench/scale.py
