@@ -56,13 +56,12 @@ def pick_secret(vault_secrets, vault_id=None, verb="encrypt"):
     return vault_secrets[0]
 
 
-def settle(current, names, replaced_by=None):
-    """The full set of secrets, and the names of those generated for it. A name whose
-    replacement (replaced_by: {name: other}) is held is not generated."""
+def settle(current, names):
+    """The full set of secrets, and the names of those generated for it."""
     values = dict(current)
     generated = []
     for name, length in sorted(names.items()):
-        if not values.get(name) and not values.get((replaced_by or {}).get(name)):
+        if not values.get(name):
             values[name] = generate(int(length))
             generated.append(name)
     return values, generated
@@ -99,19 +98,14 @@ class ActionModule(ActionBase):
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
         check_mode = self._play_context.check_mode
-        generated, changed, recovered = [], False, []
+        generated, changed = [], False
         try:
             values = self._read(path, vault_secrets) if os.path.exists(path) else {}
-            if not values and args.get("recovered"):
-                # The file is gone but the environment's hosts hold its secrets: taken back,
-                # never generated anew (a second generation would lock the hosts out).
-                values = dict((to_text(k), to_text(v)) for k, v in args["recovered"].items() if v)
-                recovered = sorted(values)
             if boolean(args.get("create", True)):
-                values, generated = settle(values, names, args.get("replaced_by") or {})
+                values, generated = settle(values, names)
                 # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
-                changed = bool(generated or recovered)
+                changed = bool(generated)
                 if not check_mode:
                     changed = self._write(path, values, ident, secret, changed)
         except VaultSecretsError as exc:
@@ -124,7 +118,7 @@ class ActionModule(ActionBase):
             return result
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, generated=generated, recovered=recovered)
+        result.update(changed=changed, secrets=values, path=path, generated=generated)
         return result
 
     @staticmethod

@@ -51,7 +51,6 @@ class FilterModule(object):
             "fernet_key": _errors_to_filter_errors(fernet_key),
             "inventory_errors": inventory_errors,
             "model": _errors_to_filter_errors(model),
-            "recovered_secrets": _model.recovered_secrets,
             "setting_clashes": _model.setting_clashes,
             "unit_journal": _model.unit_journal,
             "unit_states": unit_states,

@@ -87,9 +87,6 @@ SECRETS = {
     "api_secret_key": 48,
     "fernet_seed": 48,
 }
-# A Fernet key read back from the hosts (recovered_secrets) replaces the seed it was derived
-# from: the seed itself is on no host.
-SECRET_REPLACED_BY = {"fernet_seed": "fernet_key"}
 
 # Environment classes, as MWAA documents them: Celery worker concurrency, default scheduler
 # and webserver count, DAG-processor parsing processes, vCPU / memory (GiB) per component,
@@ -458,48 +455,6 @@ def unit_journal(enabled, component):
     return any(enabled.get(t, True) for t in types)
 
 
-def recovered_secrets(airflow_cfg, passwords_json, admin_username="admin", external_database=False):
-    """The environment's secrets as its hosts hold them: an Airflow host's full airflow.cfg and
-    the api-server's passwords file (texts, "" for a file that is not there).
-
-    Returns ({name: value}, [names not found]); ({}, []) when the hosts hold no environment."""
-    import configparser
-    import json
-    import re
-
-    if not airflow_cfg:
-        return {}, []
-    parser = configparser.ConfigParser(interpolation=configparser.BasicInterpolation(), strict=False)
-    try:
-        parser.read_string(airflow_cfg)
-    except configparser.Error:
-        return {}, sorted(SECRETS)
-
-    def option(section, name):
-        try:
-            return parser.get(section, name, raw=False) or ""
-        except (configparser.Error, ValueError):
-            return ""
-
-    found = {
-        "fernet_key": option("core", "fernet_key"),
-        "jwt_secret": option("api_auth", "jwt_secret"),
-        "api_secret_key": option("api", "secret_key"),
-    }
-    broker = re.match(r"^redis://:([^@]+)@", option("celery", "broker_url"))
-    found["broker_password"] = broker.group(1) if broker else ""
-    if not external_database:
-        db = re.match(r"^postgresql(?:\+\w+)?://[^:/@]+:([^@]+)@", option("database", "sql_alchemy_conn"))
-        found["db_password"] = db.group(1) if db else ""
-    try:
-        found["admin_password"] = str((json.loads(passwords_json) if passwords_json else {}).get(admin_username) or "")
-    except (ValueError, AttributeError):
-        found["admin_password"] = ""
-    wanted = [SECRET_REPLACED_BY.get(n, n) for n in SECRETS if not (n == "db_password" and external_database)]
-    missing = sorted(n for n in wanted if not found.get(n))
-    return dict((k, v) for k, v in found.items() if v), missing
-
-
 def lookup(name):
     """A table of the model by name, for YAML (the airstrip.airflow.model filter)."""
     tables = {
@@ -509,7 +464,6 @@ def lookup(name):
         "groups": list(GROUPS),
         "ports": PORTS,
         "secrets": SECRETS,
-        "secret_replaced_by": SECRET_REPLACED_BY,
         "classes": CLASSES,
         "host_roles": HOST_ROLES,
         "log_types": LOG_TYPES,

@@ -40,17 +40,6 @@ options:
       - Vault id to encrypt with when the run has several; default the configured
         C(DEFAULT_VAULT_ENCRYPT_IDENTITY), else the first password given.
     type: str
-  recovered:
-    description:
-      - Secrets read back from the environment's hosts (name -> value). Used only when the file
-        does not exist or is empty: they are written into it as they are, and only what they
-        lack is generated, so that a lost file never gives the environment a second set of secrets.
-    type: dict
-  replaced_by:
-    description:
-      - Name -> the name of a value that replaces it (a Fernet key read back replaces the seed
-        it was derived from): a name whose replacement is held is not generated.
-    type: dict
 extends_documentation_fragment:
   - airstrip.airflow.attributes
   - airstrip.airflow.attributes.check_mode
@@ -87,11 +76,6 @@ generated:
   returned: success
   type: list
   elements: str
-recovered:
-  description: Names of the secrets this run took back from O(recovered) into the new file.
-  returned: success
-  type: list
-  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -101,8 +85,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True),
                                               names=dict(type="dict", required=True),
                                               create=dict(type="bool", default=True),
-                                              vault_id=dict(type="str"), recovered=dict(type="dict", no_log=True),
-                                              replaced_by=dict(type="dict")),
+                                              vault_id=dict(type="str")),
                            supports_check_mode=True)
     module.fail_json(msg="airstrip.airflow.vault_secrets runs on the controller as an action plugin; "
                          "it cannot run on a host")

@@ -140,19 +140,3 @@ def test_a_folder_it_cannot_write_is_named(vault, tmp_path):
     r, dummy = run(dict(args, path=str(blocked / "secrets.yml")), password, ok=False)
     assert f"The environment's secrets file {blocked / 'secrets.yml'}: " in r["msg"]
     assert "check who owns it and its folder" in r["msg"], r["msg"]
-
-
-def test_a_missing_file_takes_back_what_the_hosts_hold_and_generates_only_the_rest(vault):
-    password, path, args = vault
-    held = {"db_password": "HeldDbPassword", "fernet_key": "HeldFernetKey="}
-    r, out = run(dict(args, recovered=held, replaced_by={"fernet_seed": "fernet_key"}), password)
-    assert r["changed"] is True
-    values = decrypt(path, b"correct horse battery staple")
-    # Taken back as they are; the seed the key came from is not generated anew.
-    assert values["db_password"] == "HeldDbPassword" and values["fernet_key"] == "HeldFernetKey="
-    assert "fernet_seed" not in values and len(values["admin_password"]) == 20
-    assert "HeldDbPassword" not in out
-    # Once the file exists, what the hosts hold no longer matters, and nothing changes.
-    r, out = run(dict(args, recovered={"db_password": "Other"}, replaced_by={"fernet_seed": "fernet_key"}), password)
-    assert r["changed"] is False
-    assert decrypt(path, b"correct horse battery staple") == values

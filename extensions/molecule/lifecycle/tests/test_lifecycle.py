@@ -175,37 +175,6 @@ def test_log_level_change_restarts_only_its_component(tmp_path):
     wait_for("a DEBUG line from the restarted DAG processor", debug_lines, timeout=120)
 
 
-def test_a_lost_secrets_file_is_taken_back_from_the_hosts_not_generated_anew(tmp_path):
-    """An AWX job's empty home, or a lost controller: the next run must not fork the secrets."""
-    from ansible_collections.airstrip.airflow.plugins.module_utils._config import fernet_key
-
-    api = login()
-    # Encrypted with the Fernet key in the metadata database.
-    api.call("POST", "/variables", {"key": "kept_secret", "value": "still readable"})
-    before = scenario.secrets()
-    lost = SECRETS.with_name("secrets.yml.lost")
-    SECRETS.rename(lost)
-    pids_before = pids()
-    result = playbook("update", tmp_path, spec())
-    after = scenario.secrets()
-    # Taken back as the hosts hold them (the Fernet key in place of the seed it came from).
-    assert after.get("fernet_key") == fernet_key(before["fernet_seed"]) and "fernet_seed" not in after
-    assert dict((k, v) for k, v in after.items() if k != "fernet_key") == \
-        dict((k, v) for k, v in before.items() if k != "fernet_seed")
-    # No host changed, nothing restarted; what the old key encrypted still reads, the old password logs in.
-    changed = [c for c in scenario.changed_tasks(result) if c[0] != "localhost" and "operation : " not in c[1]]
-    assert changed == [], changed
-    assert pids() == pids_before
-    assert login().call("GET", "/variables/kept_secret")["value"] == "still readable"
-    assert any("were read back from" in str(task["hosts"].get("localhost", {}).get("msg", ""))
-               for play in result["plays"] for task in play["tasks"])
-    lost.unlink()
-    # A second run changes nothing more.
-    result = playbook("update", tmp_path, spec())
-    changed = [c for c in scenario.changed_tasks(result) if "operation : " not in c[1]]
-    assert changed == [], changed
-
-
 def test_spec_needing_more_hosts_is_refused(tmp_path):
     spec_file = tmp_path / "environment.yml"
     spec_file.write_text(yaml.safe_dump(spec(max_workers=3)))

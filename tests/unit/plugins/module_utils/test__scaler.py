@@ -1026,10 +1026,9 @@ def test_the_scaler_unit_gives_each_worker_its_instance_only_when_it_has_one():
     template = Path(s.__file__).resolve().parents[2] / "roles" / "scaling" / "templates" / "airstrip-scaler.service.j2"
     env = jinja2.Environment()
     env.filters["quote"] = shlex.quote
-    env.filters["bool"] = bool
     text = env.from_string(template.read_text()).render(
         scaling_workers=["w1", "w2"], scaling_queues=["default"], scaling_env_name="test", ansible_managed="",
-        scaling_stop_instances=True, hostvars={"w1": {"ec2_instance_id": I1}, "w2": {}})
+        hostvars={"w1": {"ec2_instance_id": I1}, "w2": {}})
     args = shlex.split(next(line for line in text.splitlines() if line.startswith("ExecStart=")))
     workers = [args[i + 1] for i, a in enumerate(args) if a == "--worker"]
     assert workers == ["w1=default@" + I1, "w2=default"]
