@@ -986,7 +986,11 @@ def test_ec2_errors_are_logged_and_tried_again_next_tick(tmp_path, capsys):
     status = tmp_path / "status.json"
     scaler = s.Scaler("test", cfg(min_workers=1, max_workers=2), FakeDB(demand={"default": {"queued": 0, "running": 1}}),
                       r, s.parse_roster(["w1@" + I1, "w2@" + I2]), str(status), clock=clock, fleet=fleet)
-    fleet.stop = lambda instance_id: (_ for _ in ()).throw(Denied())
+
+    def denied(instance_id):
+        raise Denied()
+
+    fleet.stop = denied
     assert scaler.tick() is not None, "an EC2 failure does not stop the scaling"
     out = capsys.readouterr().out
     assert "ERROR ec2: cannot stop %s (w2): UnauthorizedOperation: not authorized" % I2 in out
@@ -1026,9 +1030,10 @@ def test_the_scaler_unit_gives_each_worker_its_instance_only_when_it_has_one():
     template = Path(s.__file__).resolve().parents[2] / "roles" / "scaling" / "templates" / "airstrip-scaler.service.j2"
     env = jinja2.Environment()
     env.filters["quote"] = shlex.quote
+    env.filters["bool"] = bool
     text = env.from_string(template.read_text()).render(
         scaling_workers=["w1", "w2"], scaling_queues=["default"], scaling_env_name="test", ansible_managed="",
-        hostvars={"w1": {"ec2_instance_id": I1}, "w2": {}})
+        scaling_stop_instances=True, hostvars={"w1": {"ec2_instance_id": I1}, "w2": {}})
     args = shlex.split(next(line for line in text.splitlines() if line.startswith("ExecStart=")))
     workers = [args[i + 1] for i, a in enumerate(args) if a == "--worker"]
     assert workers == ["w1=default@" + I1, "w2=default"]
