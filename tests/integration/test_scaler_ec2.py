@@ -21,7 +21,8 @@ from ansible_collections.airstrip.airflow.plugins.module_utils import _scaler as
 redis = pytest.importorskip("redis", reason="the redis package is in requirements-dev.txt: make venv")
 pytest.importorskip("celery", reason="celery is in requirements-dev.txt: make venv")  # the drain test's module needs it
 
-from test_celery_drain import redis_url  # noqa: E402,F401  pylint: disable=unused-import (the real redis-server fixture)
+# The real redis-server fixture of the drain test.
+from test_celery_drain import redis_url  # noqa: E402,F401  pylint: disable=unused-import
 
 ENV = "itest-scaler"
 START = 1700000000.0
