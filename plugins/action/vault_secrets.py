@@ -25,6 +25,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.parsing.vault import VaultLib, is_encrypted
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.airstrip.airflow.plugins.module_utils._model import SECRET_REPLACED_BY
+
 try:
     import yaml
 except ImportError:  # pragma: no cover - ansible-core needs PyYAML
@@ -57,11 +59,12 @@ def pick_secret(vault_secrets, vault_id=None, verb="encrypt"):
 
 
 def settle(current, names):
-    """The full set of secrets, and the names of those generated for it."""
+    """The full set of secrets, and the names of those generated for it (a name whose
+    replacement is held, SECRET_REPLACED_BY, is not)."""
     values = dict(current)
     generated = []
     for name, length in sorted(names.items()):
-        if not values.get(name):
+        if not values.get(name) and not values.get(SECRET_REPLACED_BY.get(name, "")):
             values[name] = generate(int(length))
             generated.append(name)
     return values, generated
@@ -98,14 +101,17 @@ class ActionModule(ActionBase):
             return result
         vault_secrets = self._loader._vault.secrets if self._loader._vault else []
         check_mode = self._play_context.check_mode
-        generated, changed = [], False
+        generated, changed, recovered = [], False, []
         try:
             values = self._read(path, vault_secrets) if os.path.exists(path) else {}
             if boolean(args.get("create", True)):
+                if not os.path.exists(path) and args.get("recovered"):
+                    values = dict((to_text(k), to_text(v)) for k, v in args["recovered"].items() if v)
+                    recovered = sorted(values)
                 values, generated = settle(values, names)
                 # Also in check mode, so that a check run without the password fails as the real one would.
                 ident, secret = pick_secret(vault_secrets, args.get("vault_id"))
-                changed = bool(generated)
+                changed = bool(generated or recovered)
                 if not check_mode:
                     changed = self._write(path, values, ident, secret, changed)
         except VaultSecretsError as exc:
@@ -118,7 +124,7 @@ class ActionModule(ActionBase):
             return result
         # The secrets are never shown, whatever the task says; a failure's message holds none.
         result["_ansible_no_log"] = True
-        result.update(changed=changed, secrets=values, path=path, generated=generated)
+        result.update(changed=changed, secrets=values, path=path, generated=generated, recovered=recovered)
         return result
 
     @staticmethod

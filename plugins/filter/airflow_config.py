@@ -37,6 +37,10 @@ def component_options(options, component, worker_concurrency=None, log_levels=No
     return _model.component_options(options, component, worker_concurrency, log_levels)
 
 
+def recovered_secrets(airflow_cfg, passwords_json, admin_username, external_database=False):
+    return _model.recovered_secrets(airflow_cfg, passwords_json, admin_username, external_database)
+
+
 def inventory_errors(groups, external_database=False):
     return _model.host_errors(groups, external_database)
 
@@ -51,6 +55,7 @@ class FilterModule(object):
             "fernet_key": _errors_to_filter_errors(fernet_key),
             "inventory_errors": inventory_errors,
             "model": _errors_to_filter_errors(model),
+            "recovered_secrets": recovered_secrets,
             "setting_clashes": _model.setting_clashes,
             "unit_journal": _model.unit_journal,
             "unit_states": unit_states,

@@ -17,9 +17,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 try:  # Python 3
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
 except ImportError:  # pragma: no cover - Python 2 sanity only
-    from urllib import quote  # noqa: F401
+    from urllib import quote, unquote  # noqa: F401
     from urlparse import urlsplit, urlunsplit  # noqa: F401
 
 # Ports, fixed because every host builds its URLs from them.
@@ -87,6 +87,20 @@ SECRETS = {
     "api_secret_key": 48,
     "fernet_seed": 48,
 }
+
+# Where each generated secret is on the hosts, to take it back when the controller's file is
+# lost: (file, section, option) in a host's airflow.cfg, or the admin's entry in passwords.json.
+# The Fernet key is a one-way digest of fernet_seed: what is taken back is the key itself,
+# kept as fernet_key, which the roles use in place of the seed's digest.
+SECRET_SOURCES = {
+    "fernet_seed": ("airflow.cfg", "core", "fernet_key"),
+    "api_secret_key": ("airflow.cfg", "api", "secret_key"),
+    "jwt_secret": ("airflow.cfg", "api_auth", "jwt_secret"),
+    "db_password": ("airflow.cfg", "database", "sql_alchemy_conn"),
+    "broker_password": ("airflow.cfg", "celery", "broker_url"),
+    "admin_password": ("passwords.json", None, None),
+}
+SECRET_REPLACED_BY = {"fernet_seed": "fernet_key"}
 
 # Environment classes, as MWAA documents them: Celery worker concurrency, default scheduler
 # and webserver count, DAG-processor parsing processes, vCPU / memory (GiB) per component,
@@ -227,6 +241,49 @@ def database_url(url, password=None):
     user, host = parts.netloc.rsplit("@", 1) if "@" in parts.netloc else ("", parts.netloc)
     netloc = "%s:%s@%s" % (user, quote(password, safe=""), host)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def recovered_secrets(airflow_cfg, passwords_json, admin_username, external_database=False):
+    """The generated secrets an environment's host holds, read from its airflow.cfg and
+    passwords.json (their texts; empty when absent).
+
+    Returns {"secrets": {name: value}, "missing": [names not found]}: the Fernet key as
+    fernet_key (see SECRET_REPLACED_BY); db_password is not looked for with an external
+    database (the user's password is there, not ours). Nothing found: both empty, a host
+    that holds no environment yet."""
+    import configparser
+    import json
+
+    found, missing = {}, []
+    if not (airflow_cfg or "").strip() and not (passwords_json or "").strip():
+        return {"secrets": found, "missing": missing}
+    cfg = configparser.ConfigParser(strict=False)
+    try:
+        cfg.read_string(airflow_cfg or "")
+    except configparser.Error:
+        cfg = configparser.ConfigParser()
+    try:
+        passwords = json.loads(passwords_json) if (passwords_json or "").strip() else {}
+    except ValueError:
+        passwords = {}
+    for name, (source, section, option) in sorted(SECRET_SOURCES.items()):
+        if name == "db_password" and external_database:
+            continue
+        value = None
+        if source == "passwords.json":
+            value = passwords.get(admin_username) if isinstance(passwords, dict) else None
+        else:
+            try:
+                value = cfg.get(section, option)
+            except (configparser.Error, ValueError):
+                value = None
+            if value and option in ("sql_alchemy_conn", "broker_url"):
+                value = urlsplit(value).password
+        if value:
+            found[SECRET_REPLACED_BY.get(name, name)] = unquote(value) if option in ("sql_alchemy_conn", "broker_url") else value
+        else:
+            missing.append(name)
+    return {"secrets": found, "missing": missing}
 
 
 def host_errors(groups, external_database=False, env=None, host_queues=None):

@@ -35,6 +35,14 @@ options:
         does not exist gives an empty RV(secrets).
     type: bool
     default: true
+  recovered:
+    description:
+      - Secrets taken back from the environment's hosts (name -> value), used when the file does
+        not exist, so that a lost file is written again with the values the hosts hold, not new ones.
+      - A value under a name that replaces another (C(fernet_key) for C(fernet_seed), the key itself
+        for the seed it was derived from) stands for that name, which is then not generated.
+      - Ignored when the file exists.
+    type: dict
   vault_id:
     description:
       - Vault id to encrypt with when the run has several; default the configured
@@ -76,6 +84,11 @@ generated:
   returned: success
   type: list
   elements: str
+recovered:
+  description: Names of the secrets taken back from O(recovered) into a new file by this run.
+  returned: success
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -85,6 +98,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True),
                                               names=dict(type="dict", required=True),
                                               create=dict(type="bool", default=True),
+                                              recovered=dict(type="dict"),
                                               vault_id=dict(type="str")),
                            supports_check_mode=True)
     module.fail_json(msg="airstrip.airflow.vault_secrets runs on the controller as an action plugin; "

@@ -140,3 +140,21 @@ def test_a_folder_it_cannot_write_is_named(vault, tmp_path):
     r, dummy = run(dict(args, path=str(blocked / "secrets.yml")), password, ok=False)
     assert f"The environment's secrets file {blocked / 'secrets.yml'}: " in r["msg"]
     assert "check who owns it and its folder" in r["msg"], r["msg"]
+
+
+def test_a_missing_file_is_written_again_from_the_recovered_secrets(vault):
+    """A lost file with secrets taken back from the hosts: those values, the Fernet key standing
+    for its seed (not generated), the others generated; an existing file ignores recovered."""
+    password, path, args = vault
+    held = {"db_password": "HeldDbPassword0123456789", "fernet_key": "A" * 43 + "="}
+    r, out = run(dict(args, recovered=held), password)
+    assert r["changed"] is True
+    values = decrypt(path, b"correct horse battery staple")
+    assert sorted(values) == ["admin_password", "db_password", "fernet_key"], "the seed generated beside its key"
+    assert values["db_password"] == held["db_password"] and values["fernet_key"] == held["fernet_key"]
+    assert len(values["admin_password"]) == 20
+    assert held["db_password"] not in out
+
+    r, out = run(dict(args, recovered={"db_password": "Other"}), password)
+    assert r["changed"] is False
+    assert decrypt(path, b"correct horse battery staple") == values

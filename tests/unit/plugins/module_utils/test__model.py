@@ -387,3 +387,36 @@ def test_update_outside_the_window_is_refused_with_the_way_on():
     assert _model.window_errors(env, "UPDATE", tuesday, ignore=True) == []
     assert _model.window_errors(env, "CREATE", tuesday) == []
     assert _model.window_errors(normalize(BASE), "UPDATE", tuesday) == []
+
+
+CFG = """
+[core]
+fernet_key = 3q2-key-itself=
+[api]
+secret_key = ApiSecret
+[api_auth]
+jwt_secret = JwtSecret
+[database]
+sql_alchemy_conn = postgresql+psycopg2://airflow:DbPass%%2F1@10.0.0.5:5432/airflow
+[celery]
+broker_url = redis://:BrokerPass@10.0.0.6:6379/0
+"""
+
+
+def test_recovered_secrets_reads_a_hosts_files():
+    held = _model.recovered_secrets(CFG, '{"admin": "AdminPass"}', "admin")
+    assert held == {"missing": [], "secrets": {
+        "fernet_key": "3q2-key-itself=", "api_secret_key": "ApiSecret", "jwt_secret": "JwtSecret",
+        "db_password": "DbPass/1", "broker_password": "BrokerPass", "admin_password": "AdminPass"}}
+    # Every generated secret has a source, so a new one cannot be forgotten here.
+    assert sorted(_model.SECRET_SOURCES) == sorted(_model.SECRETS)
+
+
+def test_recovered_secrets_of_a_new_host_a_partial_one_and_an_external_database():
+    assert _model.recovered_secrets("", "", "admin") == {"secrets": {}, "missing": []}
+    partial = _model.recovered_secrets(CFG, "", "admin")
+    assert partial["missing"] == ["admin_password"]
+    assert _model.recovered_secrets(CFG, '{"someone": "x"}', "admin")["missing"] == ["admin_password"]
+    external = _model.recovered_secrets(CFG.replace("DbPass%%2F1", ""), '{"admin": "a"}', "admin", external_database=True)
+    assert external["missing"] == [] and "db_password" not in external["secrets"]
+    assert _model.recovered_secrets("not an ini file", "not json", "admin")["missing"] == sorted(_model.SECRETS)
