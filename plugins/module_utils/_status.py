@@ -44,12 +44,14 @@ def derive_status(records, installed, healthy):
     return running if installed else "DELETED"
 
 
-def not_found_message(name, hosts):
-    """Why an environment with status NOT_FOUND is reported as missing, naming the hosts read."""
+def not_found_message(name, hosts, others=()):
+    """Why an environment with status NOT_FOUND is reported as missing, naming the hosts read
+    and the environments they hold instead (others)."""
     asked = ", ".join(sorted(hosts)) if hosts else "none"
-    return ("environment {0}not found: no host of the inventory holds its record or its services "
-            "(hosts read: {1}); check the environment's name and the inventory, or set missing_ok "
-            "to accept a missing environment".format(name + " " if name else "", asked))
+    held = ("the hosts hold the record of environment(s) %s instead" % ", ".join(sorted(others)) if others
+            else "no host of the inventory holds its record or its services")
+    return ("environment {0}not found: {1} (hosts read: {2}); check the environment's name and the inventory, "
+            "or set missing_ok to accept a missing environment".format(name + " " if name else "", held, asked))
 
 
 def unit_states(show_output, components):

@@ -42,6 +42,13 @@ options:
     type: list
     elements: dict
     default: []
+  other_environments:
+    description:
+      - Names of the environments whose records the hosts hold. With no record of O(name), and records of
+        others, the environment is NOT_FOUND (the services running are theirs).
+    type: list
+    elements: str
+    default: []
   services:
     description: "State of each Airflow unit on each host, as C({host: {component: state}}), state being active, inactive, failed or missing."
     type: dict
@@ -175,6 +182,7 @@ def main():
             missing_ok=dict(type="bool", default=False),
             api_url=dict(type="str"),
             records=dict(type="list", elements="dict", default=[]),
+            other_environments=dict(type="list", elements="str", default=[]),
             services=dict(type="dict", default={}),
             dag_sync=dict(type="dict", default={}),
             metrics=dict(type="dict", default={}),
@@ -192,8 +200,11 @@ def main():
     health, unhealthy = health_of(module) if installed else ({}, ["api-server"])
     healthy = installed and not unhealthy and workers > 0
     op = last_operation(module.params["records"])
+    # The hosts run another environment: its services do not make this one exist.
+    others = sorted(set(module.params["other_environments"]) - set([module.params["name"]]))
+    status = NOT_FOUND if op is None and others else derive_status(module.params["records"], installed, healthy)
     environment = dict(
-        status=derive_status(module.params["records"], installed, healthy),
+        status=status,
         last_update=op or {},
         webserver_url=module.params["api_url"] if installed else None,
         airflow_version=(op or {}).get("airflow_version") or None,
@@ -217,7 +228,7 @@ def main():
     else:
         environment["scaling"] = {}
     if environment["status"] == NOT_FOUND and not module.params["missing_ok"]:
-        module.fail_json(msg=not_found_message(module.params["name"], services), environment=environment)
+        module.fail_json(msg=not_found_message(module.params["name"], services, others), environment=environment)
     module.exit_json(changed=False, environment=environment)
 
 

@@ -23,3 +23,13 @@ def test_a_deleted_environment_is_deleted_not_missing():
     r, dummy = adhoc.run_module("airstrip.airflow.environment_info",
                                 {"name": "prod", "services": MISSING, "records": [record]})
     assert not r.get("failed") and r["environment"]["status"] == "DELETED"
+
+
+def test_the_hosts_of_another_environment_do_not_make_this_one_exist():
+    """An inventory whose hosts run environment dev, asked for prod: not found, dev named."""
+    running = {"control": {"scheduler": "active", "api-server": "active"}, "worker": {"celery-worker": "active"}}
+    r, dummy = adhoc.run_module("airstrip.airflow.environment_info",
+                                {"name": "prod", "services": running, "other_environments": ["dev", "prod", "dev"]})
+    assert r["failed"] is True and r["environment"]["status"] == "NOT_FOUND"
+    assert r["msg"].startswith("environment prod not found: the hosts hold the record of environment(s) dev instead "
+                               "(hosts read: control, worker)"), r["msg"]

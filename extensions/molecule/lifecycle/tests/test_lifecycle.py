@@ -1,5 +1,6 @@
 """An environment's life from its spec, in order: create (done by converge), status, update
-an option while a task runs, change the worker count, delete.
+an option while a task runs, change the worker count (as an AWX job from an empty home: the
+secrets are taken back from the hosts), delete, and create, status and delete again as AWX jobs.
 
 The tests depend on each other's order, as the steps of a life do.
 """
@@ -7,13 +8,16 @@ The tests depend on each other's order, as the steps of a life do.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 
 import scenario
 import yaml
 from airflow_api import place_dag, wait_for
-from scenario import RUNNER, SECRETS, host, login, pids
+from scenario import ENV_NAME, RUNNER, SECRETS, awx_job, host, login, pids
+
+from ansible_collections.airstrip.airflow.plugins.module_utils._config import fernet_key
 
 SPEC = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "environment.yml"
 DAG_ID = "airstrip_long"
@@ -75,6 +79,20 @@ def test_created_environment_is_available(tmp_path):
     assert not host("worker2").service("airflow-celery-worker").is_running
 
 
+def test_an_awx_info_job_publishes_the_status_and_an_unknown_environment_fails(tmp_path):
+    job = awx_job("info", {"airstrip_env_name": ENV_NAME})
+    assert job["rc"] == 0, job["stdout"][-3000:]
+    env = job["stats"]["airstrip_environment"]
+    web = RUNNER.get_variables("control")["ansible_host"]
+    assert env["name"] == ENV_NAME and env["status"] == "AVAILABLE" and env["airflow_version"] == "3.3.2", env
+    assert env["workers"] == 1 and env["webserver_url"] == f"http://{web}:8080", env
+    assert env["last_update"]["operation"] == "CREATE", env
+
+    unknown = awx_job("info", {"airstrip_env_name": "mol-nobody"})
+    assert unknown["rc"] != 0 and "environment mol-nobody not found" in unknown["stdout"], unknown["stdout"][-3000:]
+    assert "airstrip_environment" not in unknown["stats"]
+
+
 def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(tmp_path):
     for name in ("control", "worker1", "worker2"):
         place_dag(host(name), DAG_ID, DAG)
@@ -117,15 +135,46 @@ def window(hours_from_now):
                            "00" if at.minute < 30 else "30")
 
 
-def test_worker_count_change_touches_only_workers(tmp_path):
+AIRFLOW_CLI = ("cd /var/lib/airflow && runuser -u airflow -- env AIRFLOW_HOME=/var/lib/airflow "
+               "AIRFLOW_CONFIG=/etc/airflow/airflow.cfg /opt/airflow/current/bin/airflow")
+KEPT_CONNECTION = "airstrip_kept"
+
+
+def kept_connection_password():
+    out = host("control").check_output(f"{AIRFLOW_CLI} connections get {KEPT_CONNECTION} -o json")
+    return json.loads(out[out.index("["):])[0]["password"]
+
+
+def test_worker_count_change_from_an_awx_job_with_an_empty_home_keeps_the_secrets(tmp_path):
+    """The update runs as an AWX job: the spec inline (a survey's text), the controller's
+    secrets file absent (an empty home). The hosts' secrets are taken back, not generated
+    anew: only the new worker starts, the admin's password still logs in and a connection
+    encrypted with the Fernet key before still decrypts."""
     APPLIED["airflow_configuration_options"] = {"celery.worker_prefetch_multiplier": "2"}
+    host("control").check_output(f"{AIRFLOW_CLI} connections add {KEPT_CONNECTION} --conn-type http "
+                                 "--conn-host kept.example.internal --conn-password KeptPassword0123")
+    before_secrets = scenario.secrets()
     before = pids()
-    playbook("update", tmp_path, spec(min_workers=2))
+    job = awx_job("update", {"airstrip_spec": yaml.safe_dump(spec(min_workers=2))})
+    assert job["rc"] == 0, job["stdout"][-5000:]
     APPLIED["min_workers"] = 2
     after = pids()
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == [("worker2", "celery-worker")], changed
     assert host("worker2").service("airflow-celery-worker").is_running
+    assert job["stats"]["airstrip_environment"]["workers"] == 2, job["stats"]
+    assert "was missing: it was written again" in job["stdout"]
+
+    # The job's new file holds the hosts' secrets, the Fernet key itself for its seed.
+    rewritten = job["home"] / ".airstrip" / ENV_NAME / "secrets.yml"
+    assert oct(rewritten.stat().st_mode & 0o777) == "0o600"
+    vault = scenario.VaultLib([("default", scenario.VaultSecret(scenario.VAULT_PASSWORD_FILE.read_bytes().strip()))])
+    kept = yaml.safe_load(vault.decrypt(rewritten.read_bytes()))
+    expected = {k: v for k, v in before_secrets.items() if k != "fernet_seed"}
+    expected["fernet_key"] = fernet_key(before_secrets["fernet_seed"])
+    assert kept == expected, sorted(k for k in expected if kept.get(k) != expected[k])
+    assert kept_connection_password() == "KeptPassword0123"
+    login().call("GET", "/dags")
     assert info(tmp_path)["workers"] == 2
 
 
@@ -196,3 +245,20 @@ def test_delete_leaves_nothing_of_airflow(tmp_path):
     env = info(tmp_path)
     assert env["status"] == "DELETED", env
     assert env["workers"] == 0
+
+
+def test_awx_jobs_create_from_a_project_file_and_delete_from_empty_homes(tmp_path):
+    """create with a relative spec path (resolved in the job's project checkout), then delete with
+    the spec inline, each from an empty home."""
+    job = awx_job("create", {"airstrip_spec_file": "specs/environment.yml"},
+                  {"specs/environment.yml": SPEC.read_text()})
+    assert job["rc"] == 0, job["stdout"][-5000:]
+    env = job["stats"]["airstrip_environment"]
+    assert env["status"] == "AVAILABLE" and env["last_update"]["operation"] == "CREATE", env
+    assert (job["home"] / ".airstrip" / ENV_NAME / "secrets.yml").exists()
+    assert host("worker1").service("airflow-celery-worker").is_running
+
+    gone = awx_job("delete", {"airstrip_spec": SPEC.read_text(), "airstrip_delete_data": True})
+    assert gone["rc"] == 0, gone["stdout"][-5000:]
+    assert not host("control").file("/etc/airflow").exists
+    assert info(tmp_path)["status"] == "DELETED"

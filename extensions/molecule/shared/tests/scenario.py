@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import testinfra
@@ -61,6 +63,52 @@ def info(spec_file: Path) -> dict:
             if task["task"]["name"] == "Derive the status from the records and a health check":
                 return task["hosts"]["localhost"]["environment"]
     raise AssertionError("info.yml did not report")
+
+
+def awx_job(name: str, extravars: dict, project_files: dict | None = None) -> dict:
+    """One of the collection's playbooks run as an AWX job runs it: ansible-runner with a private
+    data directory (inventory, env/ with the extra vars and the vault password, project/ with a
+    wrapper playbook and project_files), from an empty home. Returns rc, the stats' artifact data
+    (what set_stats published for a workflow's next node), stdout and the job's home."""
+    # A short path, as AWX's /runner: ssh's control sockets live under the job's home.
+    pdd = Path(tempfile.mkdtemp(prefix=f"awx-{name}-"))
+    for folder in ("env", "project", "home"):
+        (pdd / folder).mkdir(parents=True)
+    # AWX's inventory holds the hosts, their connection and group variables, not the
+    # scenario's spec file.
+    shutil.copytree(Path(INVENTORY).parent, pdd / "inventory")
+
+    def strip(node):
+        if isinstance(node, dict):
+            node.pop("airstrip_spec_file", None)
+            for value in node.values():
+                strip(value)
+    for path in (p for p in (pdd / "inventory").rglob("*") if p.is_file()):
+        doc = yaml.safe_load(path.read_text())
+        strip(doc)
+        path.write_text(yaml.safe_dump(doc))
+    (pdd / "project" / f"{name}.yml").write_text(
+        f"---\n- name: {name}\n  ansible.builtin.import_playbook: airstrip.airflow.{name}\n")
+    for rel, text in (project_files or {}).items():
+        (pdd / "project" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pdd / "project" / rel).write_text(text)
+    password = pdd / "env" / "vault-password"
+    password.write_bytes(VAULT_PASSWORD_FILE.read_bytes())
+    password.chmod(0o600)
+    (pdd / "env" / "extravars").write_text(json.dumps(extravars))
+    (pdd / "env" / "envvars").write_text(json.dumps({
+        "HOME": str(pdd / "home"), "ANSIBLE_VAULT_PASSWORD_FILE": str(password)}))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-runner"), "run", str(pdd), "-p", f"{name}.yml",
+                           "--ident", "job"], capture_output=True, text=True, timeout=1500, check=False)
+    artifacts = pdd / "artifacts" / "job"
+    stats = {}
+    for event in sorted((artifacts / "job_events").glob("*.json")):
+        data = json.loads(event.read_text())
+        if data.get("event") == "playbook_on_stats":
+            stats = data["event_data"].get("artifact_data") or {}
+    stdout = (artifacts / "stdout").read_text() if (artifacts / "stdout").exists() else proc.stdout + proc.stderr
+    return {"rc": int((artifacts / "rc").read_text()) if (artifacts / "rc").exists() else proc.returncode,
+            "stats": stats, "stdout": stdout, "home": pdd / "home"}
 
 
 def changed_tasks(result: dict) -> list[tuple[str, str]]:
