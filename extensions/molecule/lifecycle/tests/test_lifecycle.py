@@ -82,15 +82,16 @@ def test_created_environment_is_available(tmp_path):
 def test_an_awx_info_job_publishes_the_status_and_an_unknown_environment_fails(tmp_path):
     job = awx_job("info", {"airstrip_env_name": ENV_NAME})
     assert job["rc"] == 0, job["stdout"][-3000:]
-    env = job["stats"]["airstrip_environment"]
+    env = job["stats"]["airstrip_status"]
     web = RUNNER.get_variables("control")["ansible_host"]
     assert env["name"] == ENV_NAME and env["status"] == "AVAILABLE" and env["airflow_version"] == "3.3.2", env
     assert env["workers"] == 1 and env["webserver_url"] == f"http://{web}:8080", env
     assert env["last_update"]["operation"] == "CREATE", env
+    assert job["stats"]["airstrip_env_name"] == ENV_NAME
 
     unknown = awx_job("info", {"airstrip_env_name": "mol-nobody"})
     assert unknown["rc"] != 0 and "environment mol-nobody not found" in unknown["stdout"], unknown["stdout"][-3000:]
-    assert "airstrip_environment" not in unknown["stats"]
+    assert "airstrip_status" not in unknown["stats"]
 
 
 def test_option_update_restarts_only_its_readers_and_the_running_task_succeeds(tmp_path):
@@ -162,7 +163,7 @@ def test_worker_count_change_from_an_awx_job_with_an_empty_home_keeps_the_secret
     changed = sorted(k for k in before if before[k] != after[k])
     assert changed == [("worker2", "celery-worker")], changed
     assert host("worker2").service("airflow-celery-worker").is_running
-    assert job["stats"]["airstrip_environment"]["workers"] == 2, job["stats"]
+    assert job["stats"]["airstrip_status"]["workers"] == 2, job["stats"]
     assert "was missing: it was written again" in job["stdout"]
 
     # The job's new file holds the hosts' secrets, the Fernet key itself for its seed.
@@ -253,7 +254,7 @@ def test_awx_jobs_create_from_a_project_file_and_delete_from_empty_homes(tmp_pat
     job = awx_job("create", {"airstrip_spec_file": "specs/environment.yml"},
                   {"specs/environment.yml": SPEC.read_text()})
     assert job["rc"] == 0, job["stdout"][-5000:]
-    env = job["stats"]["airstrip_environment"]
+    env = job["stats"]["airstrip_status"]
     assert env["status"] == "AVAILABLE" and env["last_update"]["operation"] == "CREATE", env
     assert (job["home"] / ".airstrip" / ENV_NAME / "secrets.yml").exists()
     assert host("worker1").service("airflow-celery-worker").is_running
