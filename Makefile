@@ -17,7 +17,7 @@ LOCAL_ENV ?= local
 # yours if set, else one made once for this machine.
 export ANSIBLE_VAULT_PASSWORD_FILE ?= $(HOME)/.airstrip/vault-password
 
-.PHONY: help venv up down info test lint sanity unit integration molecule build bench-deploy bench-sync bench-logs bench-scale
+.PHONY: help venv up down info test lint sanity unit integration molecule build docs bench-deploy bench-sync bench-logs bench-scale
 
 help:
 	@echo "make up      bring up the local Airflow environment (hosts, emulated AWS, Airflow)"
@@ -69,6 +69,10 @@ molecule: venv
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force
+
+# docs/variables.md, docs/spec.md, docs/mwaa.md's tables and CHANGELOG.md, rendered from the code and changelogs/.
+docs: venv
+	$(BIN)/python docs/render.py
 
 bench-deploy: venv
 	$(BIN)/python bench/deploy.py

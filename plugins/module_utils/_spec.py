@@ -667,8 +667,16 @@ def normalize(doc):
                            "must be 1-80 characters, start with a letter, and hold only letters, digits, '-' and '_'")
     if doc.get("name") is None:
         c.error("name", "is required: 1-80 characters, starting with a letter")
-    env["airflow_version"] = c.string(doc, "airflow_version", VERSION, "must be an Airflow 3 release such as '3.3.2'",
-                                      default=DEFAULT_VERSION)
+    version = doc.get("airflow_version")
+    if isinstance(version, str) and re.match(r"^2\.\d+(\.\d+)?$", version):
+        # An Airflow 2 environment (MWAA's get-environment of one): say the way on, not only no.
+        c.error("airflow_version", "%r is an Airflow 2 release, and Airstrip runs Airflow 3 only: upgrade the DAGs to Airflow 3 "
+                "(see docs/mwaa.md, 'From an Airflow 2 environment'), then set it to an Airflow 3 release such as '%s'"
+                % (version, DEFAULT_VERSION))
+        env["airflow_version"] = None
+    else:
+        env["airflow_version"] = c.string(doc, "airflow_version", VERSION, "must be an Airflow 3 release such as '3.3.2'",
+                                          default=DEFAULT_VERSION)
     env["environment_class"] = c.choice(doc, "environment_class", sorted(CLASSES, key=list(CLASSES).index),
                                         default="mw1.small")
     cls = CLASSES.get(env["environment_class"] or "mw1.small")

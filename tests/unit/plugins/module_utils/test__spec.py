@@ -134,6 +134,25 @@ def test_mwaa_errors_use_mwaa_field_names():
     assert any(e.startswith("Environment.LoggingConfiguration.TaskLogs.LogLevel: must be one of") for e in errors), errors
 
 
+@pytest.mark.parametrize("version", ["2.10.3", "2.8.1", "2.11"])
+def test_airflow_2_environment_is_refused_with_the_way_on(version):
+    """An Airflow 2 MWAA environment's JSON: refused, saying to upgrade the DAGs and where the guide is."""
+    doc = mwaa_doc()
+    doc["Environment"]["AirflowVersion"] = version
+    (error,) = errors_of(doc)
+    assert error.startswith("Environment.AirflowVersion: %r is an Airflow 2 release, and Airstrip runs Airflow 3 only" % version)
+    assert "upgrade the DAGs to Airflow 3" in error and "docs/mwaa.md" in error
+    assert error.endswith("set it to an Airflow 3 release such as '3.3.2'")
+    (error,) = errors_of({"name": "x", "airflow_version": version})
+    assert error.startswith("airflow_version: %r is an Airflow 2 release" % version)
+
+
+@pytest.mark.parametrize("version", ["3.3", "latest", "1.10.15", "2.x.1", "12.0.0"])
+def test_other_bad_versions_keep_the_airflow_3_hint(version):
+    (error,) = errors_of({"name": "x", "airflow_version": version})
+    assert error == "airflow_version: must be an Airflow 3 release such as '3.3.2', got %r" % version
+
+
 def test_network_cidrs_checked():
     errors = errors_of({"name": "x", "airstrip": ON_AWS, "network": {
         "vpc_cidr": "10.0.0.0/16", "subnet_cidrs": ["10.0.1.0/24", "10.0.1.128/25", "10.1.0.0/24", "nope"],
