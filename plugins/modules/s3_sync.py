@@ -50,12 +50,14 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - airstrip.airflow.attributes
-  - airstrip.airflow.attributes.check_mode
+  - airstrip.airflow.attributes.all
 attributes:
   check_mode:
     details: Lists the prefix and reports what would change, downloading and deleting nothing.
   diff_mode:
-    details: Reports the paths added, updated and deleted instead.
+    details:
+      - The paths added, updated and deleted, one per line marked C(+), C(~) and C(-) (the files' contents
+        are not compared line by line).
 """
 
 EXAMPLES = r"""
@@ -138,6 +140,10 @@ def main():
                   unchanged=result["unchanged"])
     out = dict(changed=_s3sync.changed(result), added=result["added"], updated=result["updated"],
                deleted=result["deleted"], counts=counts, bytes=result["bytes"], skipped=result["skipped"])
+    if module._diff:
+        out["diff"] = dict(before_header=p["dest"], after_header="s3://%s/%s" % (p["bucket"], _s3sync.normalize_prefix(p["prefix"])),
+                           prepared="".join("%s %s\n" % (mark, path) for mark, key in (("+", "added"), ("~", "updated"), ("-", "deleted"))
+                                            for path in sorted(result[key])))
     if result["failed"]:
         module.fail_json(msg="could not download %d file(s) from s3://%s/%s: %s" % (
             len(result["failed"]), p["bucket"], _s3sync.normalize_prefix(p["prefix"]),

@@ -52,3 +52,19 @@ def test_missing_bucket_fails_naming_it_and_keeps_files(args):
     assert r["failed"] is True
     assert r["msg"].startswith("cannot list s3://no-such-bucket-here/dags/ (NoSuchBucket")
     assert (Path(args["dest"]) / "keep.py").read_text() == "k\n"
+
+
+def test_diff_mode_lists_the_paths_added_updated_and_deleted(moto_url, args):
+    s3 = boto3.client("s3", endpoint_url=moto_url)
+    s3.put_object(Bucket=args["bucket"], Key="dags/a.py", Body=b"a = 1\n")
+    s3.put_object(Bucket=args["bucket"], Key="dags/b.py", Body=b"b = 1\n")
+    adhoc.run_module("airstrip.airflow.s3_sync", args)
+    s3.delete_object(Bucket=args["bucket"], Key="dags/a.py")
+    s3.put_object(Bucket=args["bucket"], Key="dags/b.py", Body=b"b = 2\n")
+    s3.put_object(Bucket=args["bucket"], Key="dags/c.py", Body=b"c = 1\n")
+    r, out = adhoc.run_module("airstrip.airflow.s3_sync", args, True, ("--diff",))
+    assert r["diff"]["prepared"] == "+ c.py\n~ b.py\n- a.py\n", r.get("diff")
+    assert r["diff"]["after_header"] == "s3://%s/dags/" % args["bucket"]
+    assert not (Path(args["dest"]) / "c.py").exists()
+    r, out = adhoc.run_module("airstrip.airflow.s3_sync", args, False)
+    assert "diff" not in r
