@@ -14,11 +14,37 @@ import base64
 import hashlib
 import re
 
-from ansible_collections.airstrip.airflow.plugins.module_utils import _model
+from ansible_collections.airstrip.airflow.plugins.module_utils import _airflow_options, _model
 
 OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
 OWNED_OPTIONS = _model.OWNED_OPTIONS
+INTEGER = re.compile(r"^[+-]?[0-9]+$")
+# Airflow's getboolean accepts these (in any case).
+BOOLEANS = ("true", "false", "t", "f", "1", "0")
+
+
+def value_error(key, value):
+    """What is wrong with value for Airflow's typed option key (None when it fits or is untyped)."""
+    kind = _airflow_options.TYPES.get(key)
+    text = str(value).strip()
+    if kind == "boolean":
+        if isinstance(value, bool) or text.lower() in BOOLEANS:
+            return None
+        return "must be a boolean (true or false), got %r" % (value,)
+    if kind == "integer":
+        if isinstance(value, bool) or not INTEGER.match(text):
+            return "must be a whole number, got %r" % (value,)
+        if int(text) < 0 and key not in _airflow_options.NEGATIVE_ALLOWED:
+            return "must be 0 or more, got %r" % (value,)
+    if kind == "float":
+        try:
+            number = float(text)
+        except ValueError:
+            return "must be a number, got %r" % (value,)
+        if isinstance(value, bool) or number != number or number < 0:
+            return "must be a number of 0 or more, got %r" % (value,)
+    return None
 
 
 def config_option_errors(options, field="airflow_config_options", owned=None):
@@ -45,6 +71,10 @@ def config_option_errors(options, field="airflow_config_options", owned=None):
         if isinstance(value, (dict, list, tuple, set)) or value is None:
             errors.append("%s: value must be a string, number or boolean, got %s"
                           % (where, "null" if value is None else type(value).__name__))
+            continue
+        problem = value_error(key, value)
+        if problem:
+            errors.append("%s: %s (Airflow's type for it is %s)" % (where, problem, _airflow_options.TYPES[key]))
     return errors
 
 

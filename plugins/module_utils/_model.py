@@ -26,7 +26,9 @@ except ImportError:  # pragma: no cover - Python 2 sanity only
 PORTS = {
     "metadata_db": 5432,
     "broker": 6379,
+    # The log servers of the Celery workers and of the triggerer, which the api-servers read.
     "worker_logs": 8793,
+    "triggerer_logs": 8794,
     "api": 8080,
     # Airflow's StatsD, to the metrics bridge on the same host (loopback only).
     "statsd": 8125,
@@ -170,6 +172,8 @@ OWNED_OPTIONS = {
     "celery.worker_concurrency": "airflow_worker_concurrency",
     "logging.logging_level": "airflow_log_levels",
     "logging.celery_logging_level": "airflow_log_levels (worker)",
+    "logging.worker_log_server_port": "the collection's port table (the host firewall opens it to the environment only)",
+    "logging.trigger_log_server_port": "the collection's port table (the host firewall opens it to the environment only)",
     "api.port": "airflow_api_port",
     "api.secret_key": "the generated secrets (airstrip.secrets_backend)",
     "api_auth.jwt_secret": "the generated secrets (airstrip.secrets_backend)",
@@ -185,6 +189,8 @@ SPEC_OWNED_OPTIONS = {
     "celery.result_backend": "airstrip.database",
     "logging.logging_level": "logging.<log type>.level",
     "logging.celery_logging_level": "logging.worker.level",
+    "logging.worker_log_server_port": "nothing: Airstrip fixes the log servers' ports, which its host firewall closes to outsiders",
+    "logging.trigger_log_server_port": "nothing: Airstrip fixes the log servers' ports, which its host firewall closes to outsiders",
     "api.port": "nothing: Airstrip serves the UI and API on its own port",
     "api.secret_key": "nothing: Airstrip generates it",
     "api_auth.jwt_secret": "nothing: Airstrip generates it",

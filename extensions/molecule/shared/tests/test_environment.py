@@ -160,13 +160,18 @@ def test_private_ports_are_closed_to_hosts_outside_the_environment(outsider):
     broker = address(hosts_in("airflow_broker")[0])
     web = address(hosts_in("airflow_webserver")[0])
     worker = address(hosts_in("airflow_worker")[0])
-    # The host firewall (table inet airstrip) closes them at the TCP level...
-    for target, number in ((db, 5432), (broker, 6379), (worker, 8793), (web, 8080)):
+    triggerer = address(hosts_in("airflow_triggerer")[0])
+    ports = scenario._model.PORTS
+    # The host firewall (table inet airstrip) closes every port of the model at the TCP level...
+    listening = ((db, ports["metadata_db"]), (broker, ports["broker"]), (worker, ports["worker_logs"]),
+                 (triggerer, ports["triggerer_logs"]), (web, ports["api"]))
+    for target, number in listening:
         assert port(out, target, number) == "refused", (target, number)
-    # ...to outsiders only: a member reaches them, and is admitted to authenticate.
+    # ...to outsiders only: a member reaches them (so something listens there), and is admitted
+    # to authenticate.
     member = scenario.host(hosts_in('airflow_worker')[0])
     assert port(member, db, 5432) == "open" and port(member, broker, 6379) == "open"
-    assert port(member, web, 8080) == "open"
+    assert port(member, web, 8080) == "open" and port(member, triggerer, ports["triggerer_logs"]) == "open"
     assert probe(member, PG_PROBE, db).startswith("R:")
     assert "NOAUTH" in probe(member, REDIS_PROBE, broker)
 

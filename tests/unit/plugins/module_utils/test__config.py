@@ -4,6 +4,7 @@ import base64
 
 import pytest
 
+from ansible_collections.airstrip.airflow.plugins.module_utils import _airflow_options
 from ansible_collections.airstrip.airflow.plugins.module_utils._config import (
     OWNED_OPTIONS,
     config_option_errors,
@@ -62,3 +63,26 @@ def test_fernet_key_is_valid_and_stable():
     assert len(base64.urlsafe_b64decode(key)) == 32
     with pytest.raises(ValueError):
         fernet_key("")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("core.parallelism", "-5", "must be 0 or more, got '-5'"),
+    ("core.parallelism", "many", "must be a whole number, got 'many'"),
+    ("core.parallelism", True, "must be a whole number, got True"),
+    ("scheduler.parsing_cleanup_interval", 1.5, "must be a whole number, got 1.5"),
+    ("api.enable_swagger_ui", "maybe", "must be a boolean (true or false), got 'maybe'"),
+    ("core.dagbag_import_timeout", "-1.5", "must be a number of 0 or more, got '-1.5'"),
+    ("core.dagbag_import_timeout", "soon", "must be a number, got 'soon'"),
+])
+def test_typed_options_are_checked_against_airflows_types(key, value, message):
+    assert config_option_errors({key: value}) == ["airflow_config_options[%r]: %s (Airflow's type for it is %s)"
+                                                  % (key, message, _airflow_options.TYPES[key])]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("core.parallelism", "32"), ("core.parallelism", 0), ("scheduler.num_runs", "-1"),
+    ("api.enable_swagger_ui", "False"), ("api.enable_swagger_ui", True), ("core.dagbag_import_timeout", "30.0"),
+    ("celery.worker_prefetch_multiplier", "2"), ("core.default_timezone", "utc"),
+])
+def test_values_that_fit_and_untyped_options_pass(key, value):
+    assert config_option_errors({key: value}) == []
