@@ -638,6 +638,8 @@ def _check_onprem(c, env):
     fix = "remove it, or set airstrip.target: aws"
     if env.get("execution_role_arn"):
         c.error("execution_role_arn", "is used only when airstrip.target is aws (the EC2 hosts' role): " + fix)
+    if airstrip.get("ec2") is not None:
+        c.error("airstrip.ec2", "describes the EC2 instances Airstrip makes, used only when airstrip.target is aws: " + fix)
     if airstrip.get("secrets_backend") != "aws_secrets_manager":
         if env.get("kms_key"):
             c.error("kms_key", "encrypts AWS resources, and this environment makes none (airstrip.target onprem, "

@@ -202,6 +202,9 @@ REFUSALS = {
     "kms_key off AWS": ({"kms_key": KEY}, "kms_key: encrypts AWS resources"),
     "tags off AWS": ({"tags": {"a": "b"}}, "tags: are put on AWS resources"),
     "VPC off AWS": ({"network": {"vpc_cidr": "10.9.0.0/16"}}, "network.vpc_cidr: describes an AWS VPC"),
+    "EC2 off AWS": ({"airstrip": {"ec2": {"ami_id": "ami-0123abcd"}}}, "airstrip.ec2: describes the EC2 instances"),
+    "negative parallelism": ({"airflow_configuration_options": {"core.parallelism": "-5"}},
+                             "airflow_configuration_options['core.parallelism']: must be 0 or more, got '-5'"),
     "resources": ({"resources": {"vcpu": 4}}, "resources: unknown field"),
     "logging.logging_level option": ({"airflow_configuration_options": {"logging.logging_level": "DEBUG"}},
                                      "airflow_configuration_options['logging.logging_level']: Airstrip sets this "
