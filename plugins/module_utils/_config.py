@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import base64
 import hashlib
+import math
 import re
 
 from ansible_collections.airstrip.airflow.plugins.module_utils import _airflow_options, _model
@@ -42,7 +43,7 @@ def value_error(key, value):
             number = float(text)
         except ValueError:
             return "must be a number, got %r" % (value,)
-        if isinstance(value, bool) or number != number or number < 0:
+        if isinstance(value, bool) or math.isnan(number) or number < 0:
             return "must be a number of 0 or more, got %r" % (value,)
     return None
 
