@@ -103,9 +103,10 @@ class ActionModule(ActionBase):
         check_mode = self._play_context.check_mode
         generated, changed, recovered = [], False, []
         try:
-            values = self._read(path, vault_secrets) if os.path.exists(path) else {}
+            exists = os.path.exists(path)
+            values = self._read(path, vault_secrets) if exists else {}
             if boolean(args.get("create", True)):
-                if not os.path.exists(path) and args.get("recovered"):
+                if not exists and args.get("recovered"):
                     values = dict((to_text(k), to_text(v)) for k, v in args["recovered"].items() if v)
                     recovered = sorted(values)
                 values, generated = settle(values, names)

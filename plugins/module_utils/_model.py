@@ -284,9 +284,10 @@ def recovered_secrets(airflow_cfg, passwords_json, admin_username, external_data
             except (configparser.Error, ValueError):
                 value = None
             if value and option in ("sql_alchemy_conn", "broker_url"):
-                value = urlsplit(value).password
+                password = urlsplit(value).password
+                value = unquote(password) if password else None
         if value:
-            found[SECRET_REPLACED_BY.get(name, name)] = unquote(value) if option in ("sql_alchemy_conn", "broker_url") else value
+            found[SECRET_REPLACED_BY.get(name, name)] = value
         else:
             missing.append(name)
     return {"secrets": found, "missing": missing}
