@@ -53,6 +53,7 @@ class FilterModule(object):
             "config_sections": config_sections,
             "database_url": _model.database_url,
             "fernet_key": _errors_to_filter_errors(fernet_key),
+            "host_config": _errors_to_filter_errors(_model.host_config),
             "inventory_errors": inventory_errors,
             "model": _errors_to_filter_errors(model),
             "recovered_secrets": recovered_secrets,

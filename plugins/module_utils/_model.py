@@ -63,6 +63,19 @@ COMPONENT_NAMES = tuple(COMPONENTS)
 BROKER_VISIBILITY_TIMEOUT = 86400
 for _name, _c in COMPONENTS.items():
     _c["unit"] = "airflow-" + _name
+    # Whether it is trusted with the metadata database and the control plane's keys: every
+    # component but the Celery worker, which runs task code (Airflow 3's tasks reach the
+    # database only through the execution API, and the worker neither signs nor checks tokens).
+    _c["control_plane"] = _name != "celery-worker"
+# What only the control plane holds: its options ("section." for a whole section), kept out of
+# the files of a host that runs no control-plane component. The log server's key goes to the
+# worker host's log server only (its own user and file, see LOG_SERVER_OPTIONS).
+CONTROL_PLANE_OPTIONS = ("database.", "core.fernet_key", "api.secret_key", "api_auth.jwt_secret",
+                         "core.simple_auth_manager_passwords_file")
+# The options a worker host's task log server reads (python -m airflow.utils.serve_logs.core):
+# it checks the api-server's log tokens with [api] secret_key, so it runs as a user of its own.
+LOG_SERVER = "log-server"
+LOG_SERVER_OPTIONS = ("api.secret_key", "logging.base_log_folder", "logging.worker_log_server_port")
 # Sections every component reads although it is not listed above (api_auth: the JWT secret).
 SHARED_SECTIONS = ("api_auth",)
 # Single options read by fewer components than their section.
@@ -168,7 +181,7 @@ OWNED_OPTIONS = {
     "core.execution_api_server_url": "the airflow_webserver inventory group",
     "database.sql_alchemy_conn": "airstrip_database_url or the airflow_metadata_db group",
     "celery.broker_url": "the airflow_broker inventory group",
-    "celery.result_backend": "airstrip_database_url or the airflow_metadata_db group",
+    "celery.result_backend": "the airflow_broker inventory group (Redis database 1: the workers hold no database URL)",
     "celery.worker_concurrency": "airflow_worker_concurrency",
     "logging.logging_level": "airflow_log_levels",
     "logging.celery_logging_level": "airflow_log_levels (worker)",
@@ -186,7 +199,7 @@ SPEC_OWNED_OPTIONS = {
     "core.execution_api_server_url": "nothing: Airstrip points it at the environment's api-server",
     "database.sql_alchemy_conn": "airstrip.database",
     "celery.broker_url": "airstrip.broker",
-    "celery.result_backend": "airstrip.database",
+    "celery.result_backend": "nothing: Airstrip keeps Celery's results in the broker's Redis, away from the metadata database",
     "logging.logging_level": "logging.<log type>.level",
     "logging.celery_logging_level": "logging.worker.level",
     "logging.worker_log_server_port": "nothing: Airstrip fixes the log servers' ports, which its host firewall closes to outsiders",
@@ -236,6 +249,35 @@ def component_options(options, component, worker_concurrency=None, log_levels=No
         raise ValueError("unknown component %r: use one of %s" % (component, ", ".join(COMPONENT_NAMES)))
     out = dict((k, v) for k, v in merged.items() if component in components_reading(k))
     out.update(log_level_options(log_levels, component))
+    return out
+
+
+def is_control_plane_option(option_key):
+    """Whether a 'section.option' key is one only the control plane holds."""
+    return any(option_key.startswith(o) if o.endswith(".") else option_key == o for o in CONTROL_PLANE_OPTIONS)
+
+
+def host_config(sections, components):
+    """A configuration ({section: {option: value}}) as a host running these components may
+    hold it: without the control plane's options unless one of them is a control-plane
+    component (a worker host gets no database URL, Fernet key, JWT or API secret)."""
+    if list(components) == [LOG_SERVER]:
+        out = {}
+        for key in LOG_SERVER_OPTIONS:
+            section, option = key.split(".", 1)
+            if option in (sections or {}).get(section, {}):
+                out.setdefault(section, {})[option] = sections[section][option]
+        return out
+    for name in components:
+        if name not in COMPONENTS:
+            raise ValueError("unknown component %r: use one of %s" % (name, ", ".join(COMPONENT_NAMES + (LOG_SERVER,))))
+    if any(COMPONENTS[name]["control_plane"] for name in components):
+        return sections
+    out = {}
+    for section, options in (sections or {}).items():
+        kept = dict((k, v) for k, v in options.items() if not is_control_plane_option(section + "." + k))
+        if kept:
+            out[section] = kept
     return out
 
 
@@ -526,6 +568,8 @@ def lookup(name):
         "component_groups": dict((n, c["group"]) for n, c in COMPONENTS.items()),
         "services": SERVICES,
         "groups": list(GROUPS),
+        # The groups whose hosts run a control-plane component: the metadata database's clients.
+        "control_plane_groups": [c["group"] for c in COMPONENTS.values() if c["control_plane"]],
         "ports": PORTS,
         "secrets": SECRETS,
         "classes": CLASSES,

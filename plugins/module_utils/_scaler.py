@@ -1331,7 +1331,8 @@ def parse_roster(items, path=None):
 
 def airflow_urls(path):
     """(database URL, broker URL) from an airflow.cfg (Airflow's own, so that no other file holds
-    the passwords); Airflow writes a literal % as %%."""
+    the passwords); Airflow writes a literal % as %%. A worker host's file has no database URL:
+    None (the gate needs the broker only)."""
     try:
         from configparser import ConfigParser
     except ImportError:  # pragma: no cover - Python 2 sanity only
@@ -1339,7 +1340,8 @@ def airflow_urls(path):
     parser = ConfigParser()
     if not parser.read(path):
         raise ValueError("cannot read %s" % path)
-    return parser.get("database", "sql_alchemy_conn"), parser.get("celery", "broker_url")
+    database = parser.get("database", "sql_alchemy_conn") if parser.has_option("database", "sql_alchemy_conn") else None
+    return database, parser.get("celery", "broker_url")
 
 
 def main(argv=None):

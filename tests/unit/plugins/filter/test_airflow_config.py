@@ -9,7 +9,7 @@ from ansible_collections.airstrip.airflow.plugins.filter.airflow_config import F
 def test_filters_are_exposed():
     filters = FilterModule().filters()
     assert set(filters) == {"component_options", "config_option_errors", "config_sections", "database_url",
-                            "fernet_key", "inventory_errors", "model", "recovered_secrets", "setting_clashes", "unit_journal",
+                            "fernet_key", "host_config", "inventory_errors", "model", "recovered_secrets", "setting_clashes", "unit_journal",
                             "unit_states"}
     assert filters["config_option_errors"]({"x": 1}, "airflow_config_options")[0].startswith(
         "airflow_config_options['x']")

@@ -271,6 +271,37 @@ def test_worker_concurrency_and_log_levels_go_to_their_component_only():
         _model.component_options({}, "celery-worker", None, {"task": "LOUD"})
 
 
+FULL = {"database": {"sql_alchemy_conn": "postgresql://airflow:pw@db/airflow"},
+        "core": {"fernet_key": "k", "dags_folder": "/dags", "simple_auth_manager_passwords_file": "/p.json"},
+        "api": {"secret_key": "s", "base_url": "http://web:8080"},
+        "api_auth": {"jwt_secret": "j"},
+        "celery": {"broker_url": "redis://:b@broker:6379/0", "result_backend": "redis://:b@broker:6379/1"},
+        "logging": {"base_log_folder": "/logs", "worker_log_server_port": "8793", "logging_level": "INFO"}}
+
+
+def test_a_worker_host_holds_no_secret_of_the_control_plane():
+    worker = _model.host_config(FULL, ["celery-worker"])
+    assert "database" not in worker and "api_auth" not in worker
+    assert worker["core"] == {"dags_folder": "/dags"} and worker["api"] == {"base_url": "http://web:8080"}
+    assert worker["celery"] == FULL["celery"]
+    # A host that also runs a control-plane component (all-in-one, or its airflow.cfg) holds everything.
+    assert _model.host_config(FULL, ["celery-worker", "scheduler"]) == FULL
+    for name in _model.COMPONENT_NAMES:
+        if name != "celery-worker":
+            assert _model.host_config(FULL, [name]) == FULL
+    # The log server reads its key and where the logs are, nothing else.
+    assert _model.host_config(FULL, [_model.LOG_SERVER]) == {
+        "api": {"secret_key": "s"}, "logging": {"base_log_folder": "/logs", "worker_log_server_port": "8793"}}
+    with pytest.raises(ValueError, match="unknown component 'webserver'"):
+        _model.host_config(FULL, ["webserver"])
+
+
+def test_the_database_clients_are_the_control_planes_groups():
+    assert "airflow_worker" not in _model.lookup("control_plane_groups")
+    assert set(_model.lookup("control_plane_groups")) == set(
+        c["group"] for n, c in _model.COMPONENTS.items() if n != "celery-worker")
+
+
 def test_unit_journal_is_off_only_when_every_log_type_of_the_component_is():
     assert _model.unit_journal({"webserver": False}, "api-server") is False
     assert _model.unit_journal({"worker": False}, "celery-worker") is True  # its task logs stay on

@@ -742,6 +742,12 @@ def test_urls_come_from_airflow_cfg_with_its_escaped_percent(tmp_path):
                                         "redis://:s3cret@broker:6379/0")
 
 
+def test_a_worker_hosts_airflow_cfg_gives_the_broker_and_no_database(tmp_path):
+    cfg = tmp_path / "airflow.cfg"
+    cfg.write_text("[celery]\nbroker_url = redis://:s3cret@broker:6379/0\n")
+    assert s.airflow_urls(str(cfg)) == (None, "redis://:s3cret@broker:6379/0")
+
+
 # ---------------------------------------------------------------------------------------------
 # EC2 stop/start of the worker instances: the roster, the pure plan, the tick against a fake fleet.
 
