@@ -238,9 +238,10 @@ def test_delete_leaves_nothing_of_airflow(tmp_path):
     for name in RUNNER.get_hosts("all"):
         h = host(name)
         assert h.check_output("ls /etc/systemd/system | grep -c '^airflow-' || true") == "0"
-        for path in ("/etc/airflow", "/opt/airflow", "/var/lib/airflow", "/etc/redis/airstrip.conf"):
+        for path in ("/etc/airflow", "/opt/airflow", "/var/lib/airflow", "/var/lib/airflow-log-server",
+                     "/etc/redis/airstrip.conf"):
             assert not h.file(path).exists, f"{path} left on {name}"
-        assert not h.user("airflow").exists
+        assert not h.user("airflow").exists and not h.user("airflow-logs").exists
         assert not h.process.filter(comm="postgres") and not h.process.filter(comm="redis-server")
     assert not SECRETS.exists()
     env = info(tmp_path)
